@@ -1,0 +1,28 @@
+//! jecp-hub: a JECP Hub in one binary with one data directory.
+//!
+//! # Layout
+//!
+//! Data flows one way: `http` → `hub` → (`auth`, `gate`, `catalog`) → `ledger` → `store`.
+//! No module reaches back up.
+//!
+//! - [`config`]: the one `Config` struct, read from file, `JECP_*` environment and flags, validated at start.
+//! - [`money`]: `Micros`, exact integer micro-USDC with decimal parsing and rendering.
+//! - [`protocol`]: the error catalog and envelope, canonical JSON and idempotency fingerprints.
+//! - [`auth`]: agent keys (keyed hashes), mandates, provenance v2 and the nonce replay store.
+//! - [`gate`]: trust tiers from `total_calls` and the sliding-window rate limiter.
+//! - [`catalog`]: the capability registry, prices, compiled schemas and the built-in handlers.
+//! - [`ledger`]: the pure double-entry state machine: accounts, holds, post/void, the 85/10/5 split.
+//! - [`store`]: the redb file, versioned rkyv records, the single writer thread with group commit.
+//! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
+//! - [`http`]: hyper server, routing, limits, response building, graceful shutdown.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod gate;
+pub mod hub;
+pub mod http;
+pub mod ledger;
+pub mod money;
+pub mod protocol;
+pub mod store;

@@ -13,6 +13,7 @@
 //! - [`catalog`]: the capability registry, prices, compiled schemas and the built-in handlers.
 //! - [`ledger`]: the pure double-entry state machine: accounts, holds, post/void, the 85/10/5 split.
 //! - [`store`]: the redb file, versioned rkyv records, the single writer thread with group commit.
+//! - [`records`]: plain persisted records shared by modules (agents, idempotency, nonces).
 //! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
 //! - [`http`]: hyper server, routing, limits, response building, graceful shutdown.
 
@@ -25,4 +26,5 @@ pub mod http;
 pub mod ledger;
 pub mod money;
 pub mod protocol;
+pub mod records;
 pub mod store;

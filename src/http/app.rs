@@ -1,0 +1,250 @@
+//! [`App`], the Hub's [`Service`]: routes each request and renders the answer.
+//!
+//! Dispatch is one `match` over [`Route`] in [`App::dispatch`]. Discovery, health, CORS
+//! preflight, 404 and 405 are answered here; the arms for business endpoints (invoke, catalog,
+//! agents, operator, webhooks) call into the `hub` layer once it is wired in. Every response
+//! leaves with CORS headers, and a safe client `X-Request-Id` is echoed back.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use hyper::header::{self, HeaderValue};
+
+use crate::config::Config;
+use crate::http::discovery::{self, DiscoveryDocs, DiscoveryInputs, RenderedDocument};
+use crate::http::health::{self, HealthProbe};
+use crate::http::request::{Request, Service};
+use crate::http::response::{self, JSON_CONTENT_TYPE, Response, TEXT_CONTENT_TYPE};
+use crate::http::router::{self, Resolution, Route};
+use crate::protocol::{ErrorCode, HubLinks, JecpError};
+
+/// The Hub's HTTP application.
+pub struct App {
+    config: Arc<Config>,
+    links: HubLinks,
+    discovery: RwLock<DiscoveryState>,
+    health: Arc<dyn HealthProbe>,
+    started_at: Instant,
+}
+
+struct DiscoveryState {
+    inputs: DiscoveryInputs,
+    docs: Arc<DiscoveryDocs>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("started_at", &self.started_at)
+            .finish()
+    }
+}
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        discovery: DiscoveryInputs,
+        health: Arc<dyn HealthProbe>,
+    ) -> App {
+        let docs = Arc::new(DiscoveryDocs::build(&config, &discovery));
+        App {
+            links: config.hub_links(),
+            config,
+            discovery: RwLock::new(DiscoveryState {
+                inputs: discovery,
+                docs,
+            }),
+            health,
+            started_at: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn links(&self) -> &HubLinks {
+        &self.links
+    }
+
+    /// Replaces the catalog facts and re-renders the discovery documents (new `last_updated`,
+    /// new ETags). Call it whenever the catalog changes (spec §4.4: within 30 minutes).
+    pub fn update_discovery(&self, inputs: DiscoveryInputs) {
+        let docs = Arc::new(DiscoveryDocs::build(&self.config, &inputs));
+        let mut state = self
+            .discovery
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *state = DiscoveryState { inputs, docs };
+    }
+
+    /// The current documents, re-stamped first if they are a day old.
+    fn discovery_docs(&self) -> Arc<DiscoveryDocs> {
+        {
+            let state = self
+                .discovery
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !state.docs.is_due_for_restamp() {
+                return state.docs.clone();
+            }
+        }
+        let mut state = self
+            .discovery
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Another request may have re-stamped while this one waited for the lock.
+        if state.docs.is_due_for_restamp() {
+            state.docs = Arc::new(DiscoveryDocs::build(&self.config, &state.inputs));
+        }
+        state.docs.clone()
+    }
+
+    /// Routes and answers one request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let mut response = match router::resolve(&request.method, &request.path) {
+            Resolution::Matched(route) => self.dispatch(route, &request).await,
+            Resolution::Preflight(allowed) => response::preflight(allowed),
+            Resolution::MethodNotAllowed(allowed) => {
+                let allow = response::allow_header_value(allowed);
+                let error = JecpError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!(
+                        "{} is not allowed on {}; allowed: {allow}.",
+                        request.method, request.path
+                    ),
+                )
+                .detail("allowed_methods", allow.clone())
+                .header("Allow", allow);
+                response::error(&error, None, &self.links)
+            }
+            Resolution::NotFound => {
+                let error = JecpError::new(ErrorCode::NotFound, "No endpoint at this path.")
+                    .detail("path", truncate_for_echo(&request.path))
+                    .detail(
+                        "agent_guide",
+                        self.links.url("/.well-known/agent-guide.json"),
+                    );
+                response::error(&error, None, &self.links)
+            }
+        };
+        finish(&mut response, request.client_request_id());
+        response
+    }
+
+    /// One arm per route.
+    async fn dispatch(&self, route: Route, request: &Request) -> Response {
+        match route {
+            Route::Health => self.health(),
+            Route::AgentCard => {
+                let docs = self.discovery_docs();
+                serve_document(
+                    request,
+                    &docs.agent_card,
+                    JSON_CONTENT_TYPE,
+                    discovery::AGENT_CARD_CACHE_CONTROL,
+                )
+            }
+            Route::AgentGuide => {
+                let docs = self.discovery_docs();
+                serve_document(
+                    request,
+                    &docs.agent_guide,
+                    JSON_CONTENT_TYPE,
+                    discovery::AGENT_GUIDE_CACHE_CONTROL,
+                )
+            }
+            Route::LlmsTxt => {
+                let docs = self.discovery_docs();
+                serve_document(
+                    request,
+                    &docs.llms_txt,
+                    TEXT_CONTENT_TYPE,
+                    discovery::LLMS_TXT_CACHE_CONTROL,
+                )
+            }
+            // Business endpoints: the hub, catalog, auth and ledger layers provide these
+            // handlers; until they are wired into this match the routes answer NOT_FOUND.
+            Route::Capabilities
+            | Route::Capability { .. }
+            | Route::Invoke
+            | Route::LegacyInvoke
+            | Route::RegisterAgent
+            | Route::RotateKey
+            | Route::AgentMe
+            | Route::AgentTransactions
+            | Route::Topup
+            | Route::StripeWebhook
+            | Route::OperatorAgents
+            | Route::OperatorAgent { .. }
+            | Route::OperatorCredit { .. } => {
+                let error = JecpError::new(
+                    ErrorCode::NotFound,
+                    "This endpoint is not enabled on this Hub build.",
+                )
+                .detail("path", truncate_for_echo(&request.path));
+                response::error(&error, None, &self.links)
+            }
+        }
+    }
+
+    fn health(&self) -> Response {
+        let (status, body) = health::report(self.health.as_ref(), self.started_at);
+        let mut response = response::json(status, &body);
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(discovery::HEALTH_CACHE_CONTROL),
+        );
+        response
+    }
+}
+
+impl Service for App {
+    fn call(&self, request: Request) -> impl Future<Output = Response> + Send {
+        self.handle(request)
+    }
+
+    fn edge_error(&self, error: &JecpError) -> Response {
+        let mut response = response::error(error, None, &self.links);
+        finish(&mut response, None);
+        response
+    }
+}
+
+/// Headers every response gets: CORS, and the client's request id when it is safe to echo.
+fn finish(response: &mut Response, client_request_id: Option<&str>) {
+    response::with_cors(response);
+    if let Some(id) = client_request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+}
+
+fn serve_document(
+    request: &Request,
+    document: &RenderedDocument,
+    content_type: &'static str,
+    cache_control: &'static str,
+) -> Response {
+    // For HEAD, hyper sends the headers (Content-Length included) and omits the body.
+    response::cacheable_bytes(
+        &request.headers,
+        content_type,
+        document.body.clone(),
+        &document.etag,
+        cache_control,
+    )
+}
+
+/// Paths are echoed in 404 details; cap them so a huge URL is not reflected whole.
+fn truncate_for_echo(path: &str) -> String {
+    const ECHO_LEN_MAX: usize = 256;
+    if path.len() <= ECHO_LEN_MAX {
+        return path.to_owned();
+    }
+    let mut cut = ECHO_LEN_MAX;
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &path[..cut])
+}

@@ -132,8 +132,6 @@ pub struct Config {
     /// Public base URL (scheme + host [+ path]), no trailing slash. Used in discovery documents
     /// and error links. Defaults to `http://{listen}`.
     pub public_url: String,
-    /// Whether `public_url` was derived from `listen` (so it follows the real bound address).
-    public_url_from_listen: bool,
     /// 2-8 lowercase letters used in agent ids and keys (`<prefix>_ag_...`).
     pub vendor_prefix: String,
     /// Namespace of the built-in capabilities (`<hub_namespace>/<name>`).
@@ -187,7 +185,6 @@ impl Default for Config {
             listen,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             public_url: format!("http://{listen}"),
-            public_url_from_listen: true,
             vendor_prefix: "hub".into(),
             hub_namespace: "hub".into(),
             hub_name: "JECP Hub".into(),
@@ -553,10 +550,7 @@ impl Layer {
         }
         set(&mut config.listen, self.listen);
         set(&mut config.data_dir, self.data_dir);
-        if let Some(url) = self.public_url {
-            config.public_url = url;
-            config.public_url_from_listen = false;
-        }
+        set(&mut config.public_url, self.public_url);
         set(&mut config.vendor_prefix, self.vendor_prefix);
         set(&mut config.hub_namespace, self.hub_namespace);
         set(&mut config.hub_name, self.hub_name);
@@ -650,16 +644,21 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &ServeFlags,
     ) -> Result<Config, ConfigError> {
+        let file_layer = match file {
+            Some(path) => Layer::from_file(path)?,
+            None => Layer::default(),
+        };
+        let layers = [file_layer, Layer::from_env(env)?, Layer::from_flags(flags)?];
+        let public_url_given = layers.iter().any(|layer| layer.public_url.is_some());
         let mut config = Config::default();
-        if let Some(path) = file {
-            Layer::from_file(path)?.apply_to(&mut config);
+        for layer in layers {
+            layer.apply_to(&mut config);
         }
-        Layer::from_env(env)?.apply_to(&mut config);
-        Layer::from_flags(flags)?.apply_to(&mut config);
-        if config.public_url_from_listen {
-            config.public_url = format!("http://{}", config.listen);
-        }
-        config.public_url = config.public_url.trim().trim_end_matches('/').to_owned();
+        config.public_url = if public_url_given {
+            config.public_url.trim().trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{}", config.listen)
+        };
         config.validate()?;
         Ok(config)
     }
@@ -674,12 +673,12 @@ impl Config {
     }
 
     /// Records the address the listener actually bound (it differs when the port was 0). A
-    /// `public_url` that was derived from `listen` follows it; an explicit one is kept.
+    /// `public_url` still equal to the one derived from `listen` follows it; any other is kept.
     pub fn set_bound_address(&mut self, bound: SocketAddr) {
-        self.listen = bound;
-        if self.public_url_from_listen {
+        if self.public_url == format!("http://{}", self.listen) {
             self.public_url = format!("http://{bound}");
         }
+        self.listen = bound;
     }
 
     /// The facts error envelopes link to.

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use jecp_hub::auth::{
-    Directory, Mandate, RegisterRequest, ReplayStore, RotateRequest, ServerSecret, compute_v2, mismatch_error,
-    resolve_credentials, verify_v2,
+    Directory, Mandate, RegisterRequest, ReplayStore, RotateRequest, ServerSecret, compute_v2,
+    mismatch_error, resolve_credentials, verify_v2,
 };
 use jecp_hub::records::AgentRecord;
 use serde_json::json;
@@ -53,7 +53,10 @@ fn secrets_never_appear_in_logs() {
         let secret = ServerSecret::load_or_create(data_dir.path()).unwrap();
         tracing::info!(?secret, "server secret loaded");
         let directory = Directory::new(secret, Vec::new());
-        let request = RegisterRequest { name: "Logged".into(), ..RegisterRequest::default() };
+        let request = RegisterRequest {
+            name: "Logged".into(),
+            ..RegisterRequest::default()
+        };
         let registered = directory.register(&request, 1, "jh", now).unwrap();
         tracing::info!(?registered, "registration result");
         let agent_id = registered.record.agent_id.clone();
@@ -62,14 +65,32 @@ fn secrets_never_appear_in_logs() {
 
         let wrong_key = "jh_ak_WRONGwrongWRONGwrongWRONGwrongWRONGwrongWRONGwr";
         secrets.push(wrong_key.into());
-        let _ = directory.authenticate(&agent_id, wrong_key, now).unwrap_err();
-        let _ = directory.authenticate("jh_ag_000000000000000000000000", &old_key, now).unwrap_err();
+        let _ = directory
+            .authenticate(&agent_id, wrong_key, now)
+            .unwrap_err();
+        let _ = directory
+            .authenticate("jh_ag_000000000000000000000000", &old_key, now)
+            .unwrap_err();
 
-        let rotated = directory.rotate(&agent_id, &RotateRequest { grace_seconds: Some(60), revoke_old: None }, now).unwrap();
+        let rotated = directory
+            .rotate(
+                &agent_id,
+                &RotateRequest {
+                    grace_seconds: Some(60),
+                    revoke_old: None,
+                },
+                now,
+            )
+            .unwrap();
         tracing::info!(?rotated, "rotation result");
         secrets.push(rotated.api_key.clone());
-        directory.put(AgentRecord { frozen: true, ..rotated.record.clone() });
-        let _ = directory.authenticate(&agent_id, &rotated.api_key, now).unwrap_err();
+        directory.put(AgentRecord {
+            frozen: true,
+            ..rotated.record.clone()
+        });
+        let _ = directory
+            .authenticate(&agent_id, &rotated.api_key, now)
+            .unwrap_err();
 
         let nonce = "0badc0de0badc0de0badc0de0badc0de";
         let wire = compute_v2(&agent_id, &rotated.api_key, now, nonce);
@@ -82,12 +103,19 @@ fn secrets_never_appear_in_logs() {
         tracing::info!(?credentials, "credentials resolved");
         let replay = ReplayStore::new(10);
         let verified = verify_v2(&wire, &agent_id, &rotated.api_key, now).unwrap();
-        replay.check_and_insert(&agent_id, &verified.nonce_lower, now).unwrap();
-        let replay_error = mismatch_error(&replay.check_and_insert(&agent_id, &verified.nonce_lower, now).unwrap_err());
+        replay
+            .check_and_insert(&agent_id, &verified.nonce_lower, now)
+            .unwrap();
+        let replay_error = mismatch_error(
+            &replay
+                .check_and_insert(&agent_id, &verified.nonce_lower, now)
+                .unwrap_err(),
+        );
         tracing::warn!(?replay_error, "provenance refused");
         let hmac_error = mismatch_error(&verify_v2(&wire, &agent_id, wrong_key, now).unwrap_err());
         tracing::warn!(?hmac_error, "provenance refused");
-        let bad_mandate = Mandate::from_json(&json!({"api_key": 12, "provenance_hash": wire})).unwrap_err();
+        let bad_mandate =
+            Mandate::from_json(&json!({"api_key": 12, "provenance_hash": wire})).unwrap_err();
         tracing::warn!(?bad_mandate, "mandate refused");
     });
 
@@ -95,16 +123,31 @@ fn secrets_never_appear_in_logs() {
     secrets.push(secret_file.trim().to_owned());
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture really ran: the module's own events are there.
-    for expected in ["created a new server secret", "agent registered", "agent key rotated", "frozen agent refused", "authentication failed"] {
-        assert!(logs.contains(expected), "missing log line {expected:?} in:\n{logs}");
+    for expected in [
+        "created a new server secret",
+        "agent registered",
+        "agent key rotated",
+        "frozen agent refused",
+        "authentication failed",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "missing log line {expected:?} in:\n{logs}"
+        );
     }
     assert!(logs.contains("<redacted>"));
     for secret in &secrets {
         assert!(!secret.is_empty());
-        assert!(!logs.contains(secret.as_str()), "a secret leaked into the logs:\n{logs}");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret leaked into the logs:\n{logs}"
+        );
     }
     // No key prefix of any issued key either (a partial leak is still a leak).
     for secret in &secrets[..3] {
-        assert!(!logs.contains(&secret[..20]), "a key prefix leaked into the logs");
+        assert!(
+            !logs.contains(&secret[..20]),
+            "a key prefix leaked into the logs"
+        );
     }
 }

@@ -12,7 +12,10 @@ const WINDOW_MS: u64 = 60_000;
 /// The obviously-correct model: keep every allowed hit, count those in
 /// `(now − window, now]`.
 fn model_allows(allowed_hits: &[u64], limit: u32, now_ms: u64) -> bool {
-    let in_window = allowed_hits.iter().filter(|&&at| at + WINDOW_MS > now_ms).count();
+    let in_window = allowed_hits
+        .iter()
+        .filter(|&&at| at + WINDOW_MS > now_ms)
+        .count();
     in_window < limit as usize
 }
 
@@ -47,7 +50,9 @@ proptest! {
 #[test]
 fn limit_n_allows_exactly_n_then_slides() {
     let limiter = RateLimiter::new(WINDOW_MS);
-    let allowed = (0..15).filter(|i| limiter.check("k", 10, 1_000 + i * 100).allowed).count();
+    let allowed = (0..15)
+        .filter(|i| limiter.check("k", 10, 1_000 + i * 100).allowed)
+        .count();
     assert_eq!(allowed, 10);
     let denied = limiter.check("k", 10, 2_500);
     assert!(!denied.allowed);
@@ -70,11 +75,16 @@ fn concurrent_hits_on_one_key_allow_exactly_the_limit() {
             let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 barrier.wait();
-                (0..100).filter(|_| limiter.check("hot", 250, 5_000).allowed).count()
+                (0..100)
+                    .filter(|_| limiter.check("hot", 250, 5_000).allowed)
+                    .count()
             })
         })
         .collect();
-    let allowed: usize = handles.into_iter().map(|handle| handle.join().unwrap()).sum();
+    let allowed: usize = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .sum();
     assert_eq!(allowed, 250);
 }
 
@@ -90,12 +100,19 @@ fn a_denied_decision_becomes_a_spec_shaped_429() {
     let error = rate_limited_error(&decision, Tier::Bronze.as_str(), now_s);
     assert_eq!(error.code, ErrorCode::RateLimited);
     assert_eq!(error.retry_after_seconds, Some(30));
-    let links = HubLinks { public_url: "https://hub.example".into(), allowed_topup_usd: vec![5] };
+    let links = HubLinks {
+        public_url: "https://hub.example".into(),
+        allowed_topup_usd: vec![5],
+    };
     let body = error.to_envelope(None, &links);
     assert_eq!(body["error"]["details"]["retry_after_seconds"], 30);
     assert_eq!(body["error"]["details"]["limit_rpm"], 10);
     assert_eq!(body["error"]["details"]["tier"], "bronze");
     assert_eq!(body["error"]["details"]["reset_at"], "2030-03-17T17:47:10Z");
     assert_eq!(body["next_action"]["type"], "retry_after");
-    assert!(error.headers.contains(&("X-RateLimit-Remaining", "0".to_string())));
+    assert!(
+        error
+            .headers
+            .contains(&("X-RateLimit-Remaining", "0".to_string()))
+    );
 }

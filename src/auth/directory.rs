@@ -77,7 +77,10 @@ pub struct Registered {
 
 impl fmt::Debug for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registered").field("agent_id", &self.record.agent_id).field("api_key", &"<redacted>").finish()
+        f.debug_struct("Registered")
+            .field("agent_id", &self.record.agent_id)
+            .field("api_key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -103,7 +106,9 @@ impl fmt::Display for RegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegisterError::Invalid(reason) => f.write_str(reason),
-            RegisterError::NameTaken => f.write_str("An agent with this name already exists; choose another name."),
+            RegisterError::NameTaken => {
+                f.write_str("An agent with this name already exists; choose another name.")
+            }
         }
     }
 }
@@ -139,7 +144,10 @@ impl fmt::Debug for Rotated {
             .field("agent_id", &self.record.agent_id)
             .field("api_key", &"<redacted>")
             .field("grace_seconds", &self.grace_seconds)
-            .field("previous_key_valid_until_s", &self.previous_key_valid_until_s)
+            .field(
+                "previous_key_valid_until_s",
+                &self.previous_key_valid_until_s,
+            )
             .field("rotations_in_last_24h", &self.rotations_in_last_24h)
             .finish()
     }
@@ -160,7 +168,9 @@ pub struct Directory {
 
 impl fmt::Debug for Directory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Directory").field("agents", &self.len()).finish_non_exhaustive()
+        f.debug_struct("Directory")
+            .field("agents", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,7 +179,9 @@ impl Directory {
         let dummy_key_hash = secret.key_hash("dummy key for unknown agent ids");
         let directory = Directory {
             secret,
-            shards: (0..SHARD_COUNT).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARD_COUNT)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
             hasher: RandomState::new(),
             names: Mutex::new(HashMap::new()),
             dummy_key_hash,
@@ -183,8 +195,15 @@ impl Directory {
     /// Checks `(agent_id, api_key)`. The previous key (after a rotation) is
     /// accepted while `now_s < previous_key_valid_until_s`. Frozen agents get
     /// 401 `INVALID_AGENT`, but only once the key matched.
-    pub fn authenticate(&self, agent_id: &str, api_key: &str, now_s: i64) -> Result<Arc<AgentRecord>, JecpError> {
-        if agent_id.len() > PRESENTED_CREDENTIAL_MAX_BYTES || api_key.len() > PRESENTED_CREDENTIAL_MAX_BYTES {
+    pub fn authenticate(
+        &self,
+        agent_id: &str,
+        api_key: &str,
+        now_s: i64,
+    ) -> Result<Arc<AgentRecord>, JecpError> {
+        if agent_id.len() > PRESENTED_CREDENTIAL_MAX_BYTES
+            || api_key.len() > PRESENTED_CREDENTIAL_MAX_BYTES
+        {
             return Err(invalid_credentials());
         }
         let presented = self.secret.key_hash(api_key);
@@ -196,8 +215,11 @@ impl Directory {
             return Err(invalid_credentials());
         };
         let current = presented.ct_eq(&record.key_hash);
-        let previous_in_grace = match (record.previous_key_hash, record.previous_key_valid_until_s) {
-            (Some(previous), Some(valid_until_s)) => presented.ct_eq(&previous) & subtle::Choice::from(u8::from(now_s < valid_until_s)),
+        let previous_in_grace = match (record.previous_key_hash, record.previous_key_valid_until_s)
+        {
+            (Some(previous), Some(valid_until_s)) => {
+                presented.ct_eq(&previous) & subtle::Choice::from(u8::from(now_s < valid_until_s))
+            }
             _ => subtle::Choice::from(0),
         };
         if !bool::from(current | previous_in_grace) {
@@ -206,7 +228,10 @@ impl Directory {
         }
         if record.frozen {
             tracing::info!(agent_id = %record.agent_id, "frozen agent refused");
-            return Err(JecpError::new(ErrorCode::InvalidAgent, "This agent is frozen or revoked; contact the Hub operator."));
+            return Err(JecpError::new(
+                ErrorCode::InvalidAgent,
+                "This agent is frozen or revoked; contact the Hub operator.",
+            ));
         }
         Ok(record)
     }
@@ -214,18 +239,31 @@ impl Directory {
     /// Validates the request, reserves the name and creates the agent in
     /// memory. The caller persists `record` and calls [`Directory::unregister`]
     /// if that fails.
-    pub fn register(&self, request: &RegisterRequest, wallet_account: u64, prefix: &str, now_s: i64) -> Result<Registered, RegisterError> {
+    pub fn register(
+        &self,
+        request: &RegisterRequest,
+        wallet_account: u64,
+        prefix: &str,
+        now_s: i64,
+    ) -> Result<Registered, RegisterError> {
         if !keys::is_valid_prefix(prefix) {
-            return Err(RegisterError::Invalid("the Hub's credential prefix is misconfigured".into()));
+            return Err(RegisterError::Invalid(
+                "the Hub's credential prefix is misconfigured".into(),
+            ));
         }
         let fields = validate(request)?;
         if let Some(referrer) = &fields.referred_by
             && !self.contains(referrer)
         {
-            return Err(RegisterError::Invalid("referred_by does not name a registered agent".into()));
+            return Err(RegisterError::Invalid(
+                "referred_by does not name a registered agent".into(),
+            ));
         }
         let name_key = normalize_name(&fields.name);
-        let mut names = self.names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if names.contains_key(&name_key) {
             return Err(RegisterError::NameTaken);
         }
@@ -268,7 +306,10 @@ impl Directory {
     /// Removes an agent from memory (rollback of a registration whose
     /// persistence failed). Unknown ids are ignored.
     pub fn unregister(&self, agent_id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let removed = self.write_shard(agent_id).remove(agent_id);
         if let Some(record) = removed {
             let name_key = normalize_name(&record.name);
@@ -282,13 +323,23 @@ impl Directory {
     /// dies at once with `revoke_old`. A fourth rotation within 24 h is
     /// refused with 429 `ROTATION_24H_CAP`. Only one previous key is kept: a
     /// rotation during another's grace ends that older key's grace.
-    pub fn rotate(&self, agent_id: &str, request: &RotateRequest, now_s: i64) -> Result<Rotated, JecpError> {
+    pub fn rotate(
+        &self,
+        agent_id: &str,
+        request: &RotateRequest,
+        now_s: i64,
+    ) -> Result<Rotated, JecpError> {
         let mut shard = self.write_shard(agent_id);
         let Some(current) = shard.get(agent_id).cloned() else {
             return Err(invalid_credentials());
         };
         let window_start_s = now_s.saturating_sub(DAY_S);
-        let mut recent: Vec<i64> = current.rotations_s.iter().copied().filter(|&at| at > window_start_s).collect();
+        let mut recent: Vec<i64> = current
+            .rotations_s
+            .iter()
+            .copied()
+            .filter(|&at| at > window_start_s)
+            .collect();
         recent.sort_unstable();
         if recent.len() >= ROTATIONS_PER_24H {
             // The slot frees when the oldest of the last `ROTATIONS_PER_24H` leaves the window.
@@ -310,7 +361,10 @@ impl Directory {
         let grace_s = if revoke_old {
             0
         } else {
-            request.grace_seconds.unwrap_or(ROTATION_GRACE_DEFAULT_S).clamp(ROTATION_GRACE_MIN_S, ROTATION_GRACE_MAX_S)
+            request
+                .grace_seconds
+                .unwrap_or(ROTATION_GRACE_DEFAULT_S)
+                .clamp(ROTATION_GRACE_MIN_S, ROTATION_GRACE_MAX_S)
         };
         let previous_key_valid_until_s = (!revoke_old).then(|| now_s.saturating_add(grace_s));
         let api_key = keys::generate_api_key(credential_prefix(agent_id));
@@ -335,13 +389,22 @@ impl Directory {
 
     /// Inserts or replaces a record (operator freeze/floor, rollback, load).
     pub fn put(&self, record: AgentRecord) {
-        let mut names = self.names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let agent_id = record.agent_id.clone();
         let new_name_key = normalize_name(&record.name);
-        let replaced = self.write_shard(&agent_id).insert(agent_id.clone(), Arc::new(record));
+        let replaced = self
+            .write_shard(&agent_id)
+            .insert(agent_id.clone(), Arc::new(record));
         if let Some(old) = replaced {
             let old_name_key = normalize_name(&old.name);
-            if old_name_key != new_name_key && names.get(&old_name_key).is_some_and(|owner| *owner == agent_id) {
+            if old_name_key != new_name_key
+                && names
+                    .get(&old_name_key)
+                    .is_some_and(|owner| *owner == agent_id)
+            {
                 names.remove(&old_name_key);
             }
         }
@@ -364,19 +427,37 @@ impl Directory {
         }
         let mut candidates: Vec<Arc<AgentRecord>> = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            candidates.extend(shard.values().filter(|record| after.is_none_or(|after| record.agent_id.as_str() > after)).cloned());
+            let shard = shard
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            candidates.extend(
+                shard
+                    .values()
+                    .filter(|record| after.is_none_or(|after| record.agent_id.as_str() > after))
+                    .cloned(),
+            );
         }
         if candidates.len() > limit {
             candidates.select_nth_unstable_by(limit - 1, |a, b| a.agent_id.cmp(&b.agent_id));
             candidates.truncate(limit);
         }
         candidates.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        candidates.into_iter().map(|record| AgentRecord::clone(&record)).collect()
+        candidates
+            .into_iter()
+            .map(|record| AgentRecord::clone(&record))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| shard.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .len()
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -390,11 +471,15 @@ impl Directory {
     // Poisoning is ignored: every mutation is a single map insert/remove, so
     // a panicking holder cannot leave a shard half-updated.
     fn read_shard(&self, agent_id: &str) -> RwLockReadGuard<'_, Shard> {
-        self.shards[self.shard_index(agent_id)].read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[self.shard_index(agent_id)]
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_shard(&self, agent_id: &str) -> RwLockWriteGuard<'_, Shard> {
-        self.shards[self.shard_index(agent_id)].write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[self.shard_index(agent_id)]
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -404,7 +489,9 @@ fn invalid_credentials() -> JecpError {
 
 /// The vendor prefix of an id this Hub issued (`jh` in `jh_ag_…`).
 fn credential_prefix(agent_id: &str) -> &str {
-    agent_id.split_once('_').map_or(agent_id, |(prefix, _)| prefix)
+    agent_id
+        .split_once('_')
+        .map_or(agent_id, |(prefix, _)| prefix)
 }
 
 /// Case-insensitive, whitespace-trimmed name key.
@@ -428,37 +515,80 @@ fn validate(request: &RegisterRequest) -> Result<ValidFields, RegisterError> {
         return Err(RegisterError::Invalid("name is required".into()));
     }
     check_text("name", name, NAME_MAX_CHARS, false)?;
-    let agent_type = optional_text("agent_type", request.agent_type.as_deref(), AGENT_TYPE_MAX_CHARS, false)?;
-    let description = optional_text("description", request.description.as_deref(), DESCRIPTION_MAX_CHARS, true)?;
-    let homepage = optional_text("homepage", request.homepage.as_deref(), HOMEPAGE_MAX_CHARS, false)?;
+    let agent_type = optional_text(
+        "agent_type",
+        request.agent_type.as_deref(),
+        AGENT_TYPE_MAX_CHARS,
+        false,
+    )?;
+    let description = optional_text(
+        "description",
+        request.description.as_deref(),
+        DESCRIPTION_MAX_CHARS,
+        true,
+    )?;
+    let homepage = optional_text(
+        "homepage",
+        request.homepage.as_deref(),
+        HOMEPAGE_MAX_CHARS,
+        false,
+    )?;
     if let Some(homepage) = &homepage {
         check_homepage(homepage)?;
     }
     let mut capabilities = Vec::new();
     if let Some(requested) = &request.capabilities {
         if requested.len() > CAPABILITIES_MAX_COUNT {
-            return Err(RegisterError::Invalid(format!("capabilities may list at most {CAPABILITIES_MAX_COUNT} entries")));
+            return Err(RegisterError::Invalid(format!(
+                "capabilities may list at most {CAPABILITIES_MAX_COUNT} entries"
+            )));
         }
         for capability in requested {
             let capability = capability.trim();
             if capability.is_empty() {
-                return Err(RegisterError::Invalid("capabilities entries must not be empty".into()));
+                return Err(RegisterError::Invalid(
+                    "capabilities entries must not be empty".into(),
+                ));
             }
-            check_text("capabilities entries", capability, CAPABILITY_MAX_CHARS, false)?;
+            check_text(
+                "capabilities entries",
+                capability,
+                CAPABILITY_MAX_CHARS,
+                false,
+            )?;
             capabilities.push(capability.to_owned());
         }
     }
-    let referred_by = optional_text("referred_by", request.referred_by.as_deref(), PRESENTED_CREDENTIAL_MAX_BYTES, false)?;
+    let referred_by = optional_text(
+        "referred_by",
+        request.referred_by.as_deref(),
+        PRESENTED_CREDENTIAL_MAX_BYTES,
+        false,
+    )?;
     if let Some(referrer) = &referred_by
         && !keys::is_agent_id_shaped(referrer)
     {
-        return Err(RegisterError::Invalid("referred_by must be an agent_id".into()));
+        return Err(RegisterError::Invalid(
+            "referred_by must be an agent_id".into(),
+        ));
     }
-    Ok(ValidFields { name: name.to_owned(), agent_type, description, homepage, capabilities, referred_by })
+    Ok(ValidFields {
+        name: name.to_owned(),
+        agent_type,
+        description,
+        homepage,
+        capabilities,
+        referred_by,
+    })
 }
 
 /// A trimmed optional field; blank counts as absent.
-fn optional_text(field: &str, value: Option<&str>, max_chars: usize, allow_newlines: bool) -> Result<Option<String>, RegisterError> {
+fn optional_text(
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+    allow_newlines: bool,
+) -> Result<Option<String>, RegisterError> {
     match value.map(str::trim).filter(|text| !text.is_empty()) {
         None => Ok(None),
         Some(text) => {
@@ -468,12 +598,24 @@ fn optional_text(field: &str, value: Option<&str>, max_chars: usize, allow_newli
     }
 }
 
-fn check_text(field: &str, text: &str, max_chars: usize, allow_newlines: bool) -> Result<(), RegisterError> {
+fn check_text(
+    field: &str,
+    text: &str,
+    max_chars: usize,
+    allow_newlines: bool,
+) -> Result<(), RegisterError> {
     if text.chars().count() > max_chars {
-        return Err(RegisterError::Invalid(format!("{field} must be at most {max_chars} characters")));
+        return Err(RegisterError::Invalid(format!(
+            "{field} must be at most {max_chars} characters"
+        )));
     }
-    if text.chars().any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t'))) {
-        return Err(RegisterError::Invalid(format!("{field} must not contain control characters")));
+    if text
+        .chars()
+        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+    {
+        return Err(RegisterError::Invalid(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -482,10 +624,16 @@ fn check_text(field: &str, text: &str, max_chars: usize, allow_newlines: bool) -
 /// fetches it (so no SSRF pipeline); it is shown to operators only.
 fn check_homepage(homepage: &str) -> Result<(), RegisterError> {
     let lower = homepage.to_ascii_lowercase();
-    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
-    let host = rest.and_then(|rest| rest.split(['/', '?', '#']).next()).unwrap_or("");
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let host = rest
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .unwrap_or("");
     if host.is_empty() || homepage.chars().any(char::is_whitespace) {
-        return Err(RegisterError::Invalid("homepage must be an http:// or https:// URL".into()));
+        return Err(RegisterError::Invalid(
+            "homepage must be an http:// or https:// URL".into(),
+        ));
     }
     Ok(())
 }
@@ -499,17 +647,27 @@ mod tests {
     }
 
     fn request(name: &str) -> RegisterRequest {
-        RegisterRequest { name: name.into(), ..RegisterRequest::default() }
+        RegisterRequest {
+            name: name.into(),
+            ..RegisterRequest::default()
+        }
     }
 
     #[test]
     fn register_then_authenticate() {
         let directory = directory();
-        let registered = directory.register(&request("  Alpha "), 7, "jh", 100).unwrap();
+        let registered = directory
+            .register(&request("  Alpha "), 7, "jh", 100)
+            .unwrap();
         assert_eq!(registered.record.name, "Alpha");
         assert_eq!(registered.record.wallet_account, 7);
-        assert_eq!(registered.record.key_hash, directory.secret.key_hash(&registered.api_key));
-        let record = directory.authenticate(&registered.record.agent_id, &registered.api_key, 100).unwrap();
+        assert_eq!(
+            registered.record.key_hash,
+            directory.secret.key_hash(&registered.api_key)
+        );
+        let record = directory
+            .authenticate(&registered.record.agent_id, &registered.api_key, 100)
+            .unwrap();
         assert_eq!(*record, registered.record);
         assert_eq!(directory.len(), 1);
         assert!(!format!("{registered:?}").contains(&registered.api_key));
@@ -519,7 +677,10 @@ mod tests {
     fn names_are_unique_case_insensitively_and_freed_by_unregister() {
         let directory = directory();
         let first = directory.register(&request("Alpha"), 1, "jh", 0).unwrap();
-        assert_eq!(directory.register(&request("ALPHA "), 2, "jh", 0), Err(RegisterError::NameTaken));
+        assert_eq!(
+            directory.register(&request("ALPHA "), 2, "jh", 0),
+            Err(RegisterError::NameTaken)
+        );
         assert_eq!(RegisterError::NameTaken.http_status(), 409);
         directory.unregister(&first.record.agent_id);
         assert!(directory.get(&first.record.agent_id).is_none());
@@ -533,14 +694,38 @@ mod tests {
             request("   "),
             request(&"x".repeat(NAME_MAX_CHARS + 1)),
             request("tab\tname"),
-            RegisterRequest { description: Some("d".repeat(DESCRIPTION_MAX_CHARS + 1)), ..request("a") },
-            RegisterRequest { homepage: Some("ftp://example.com".into()), ..request("b") },
-            RegisterRequest { homepage: Some("https://".into()), ..request("c") },
-            RegisterRequest { homepage: Some(format!("https://e.com/{}", "p".repeat(HOMEPAGE_MAX_CHARS))), ..request("d") },
-            RegisterRequest { capabilities: Some(vec!["c".into(); CAPABILITIES_MAX_COUNT + 1]), ..request("e") },
-            RegisterRequest { capabilities: Some(vec!["c".repeat(CAPABILITY_MAX_CHARS + 1)]), ..request("f") },
-            RegisterRequest { referred_by: Some("not an id".into()), ..request("g") },
-            RegisterRequest { referred_by: Some("jh_ag_0000000000000000000000".into()), ..request("h") },
+            RegisterRequest {
+                description: Some("d".repeat(DESCRIPTION_MAX_CHARS + 1)),
+                ..request("a")
+            },
+            RegisterRequest {
+                homepage: Some("ftp://example.com".into()),
+                ..request("b")
+            },
+            RegisterRequest {
+                homepage: Some("https://".into()),
+                ..request("c")
+            },
+            RegisterRequest {
+                homepage: Some(format!("https://e.com/{}", "p".repeat(HOMEPAGE_MAX_CHARS))),
+                ..request("d")
+            },
+            RegisterRequest {
+                capabilities: Some(vec!["c".into(); CAPABILITIES_MAX_COUNT + 1]),
+                ..request("e")
+            },
+            RegisterRequest {
+                capabilities: Some(vec!["c".repeat(CAPABILITY_MAX_CHARS + 1)]),
+                ..request("f")
+            },
+            RegisterRequest {
+                referred_by: Some("not an id".into()),
+                ..request("g")
+            },
+            RegisterRequest {
+                referred_by: Some("jh_ag_0000000000000000000000".into()),
+                ..request("h")
+            },
         ];
         for case in cases {
             let error = directory.register(&case, 1, "jh", 0).unwrap_err();
@@ -557,26 +742,50 @@ mod tests {
         };
         let referrer = directory.register(&full, 1, "jh", 0).unwrap();
         assert_eq!(referrer.record.capabilities, vec!["pdf".to_string()]);
-        let referred = RegisterRequest { referred_by: Some(referrer.record.agent_id.clone()), ..request("Referred") };
-        assert_eq!(directory.register(&referred, 2, "jh", 0).unwrap().record.referred_by, Some(referrer.record.agent_id));
+        let referred = RegisterRequest {
+            referred_by: Some(referrer.record.agent_id.clone()),
+            ..request("Referred")
+        };
+        assert_eq!(
+            directory
+                .register(&referred, 2, "jh", 0)
+                .unwrap()
+                .record
+                .referred_by,
+            Some(referrer.record.agent_id)
+        );
     }
 
     #[test]
     fn frozen_agents_get_invalid_agent_after_the_key_check() {
         let directory = directory();
         let registered = directory.register(&request("Frozen"), 1, "jh", 0).unwrap();
-        directory.put(AgentRecord { frozen: true, ..registered.record.clone() });
-        let error = directory.authenticate(&registered.record.agent_id, &registered.api_key, 0).unwrap_err();
+        directory.put(AgentRecord {
+            frozen: true,
+            ..registered.record.clone()
+        });
+        let error = directory
+            .authenticate(&registered.record.agent_id, &registered.api_key, 0)
+            .unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidAgent);
-        let error = directory.authenticate(&registered.record.agent_id, "jh_ak_wrong", 0).unwrap_err();
+        let error = directory
+            .authenticate(&registered.record.agent_id, "jh_ak_wrong", 0)
+            .unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidApiKey);
     }
 
     #[test]
     fn put_renames_and_list_paginates_in_id_order() {
         let directory = directory();
-        let mut ids: Vec<String> =
-            (0..25).map(|i| directory.register(&request(&format!("agent {i}")), i, "jh", 0).unwrap().record.agent_id).collect();
+        let mut ids: Vec<String> = (0..25)
+            .map(|i| {
+                directory
+                    .register(&request(&format!("agent {i}")), i, "jh", 0)
+                    .unwrap()
+                    .record
+                    .agent_id
+            })
+            .collect();
         ids.sort();
         let mut seen = Vec::new();
         let mut after: Option<String> = None;
@@ -590,23 +799,65 @@ mod tests {
         }
         assert_eq!(seen, ids);
         let original = AgentRecord::clone(&directory.get(&ids[0]).unwrap());
-        directory.put(AgentRecord { name: "Renamed".into(), ..original.clone() });
-        assert!(directory.register(&request(&original.name), 99, "jh", 0).is_ok(), "old name is free");
-        assert_eq!(directory.register(&request("renamed"), 99, "jh", 0), Err(RegisterError::NameTaken));
+        directory.put(AgentRecord {
+            name: "Renamed".into(),
+            ..original.clone()
+        });
+        assert!(
+            directory
+                .register(&request(&original.name), 99, "jh", 0)
+                .is_ok(),
+            "old name is free"
+        );
+        assert_eq!(
+            directory.register(&request("renamed"), 99, "jh", 0),
+            Err(RegisterError::NameTaken)
+        );
     }
 
     #[test]
     fn rotation_clamps_grace() {
         let directory = directory();
-        let agent = directory.register(&request("Rot"), 1, "jh", 0).unwrap().record.agent_id;
-        let short = directory.rotate(&agent, &RotateRequest { grace_seconds: Some(-5), revoke_old: None }, 1_000).unwrap();
-        assert_eq!((short.grace_seconds, short.previous_key_valid_until_s), (60, Some(1_060)));
+        let agent = directory
+            .register(&request("Rot"), 1, "jh", 0)
+            .unwrap()
+            .record
+            .agent_id;
+        let short = directory
+            .rotate(
+                &agent,
+                &RotateRequest {
+                    grace_seconds: Some(-5),
+                    revoke_old: None,
+                },
+                1_000,
+            )
+            .unwrap();
+        assert_eq!(
+            (short.grace_seconds, short.previous_key_valid_until_s),
+            (60, Some(1_060))
+        );
         assert!(short.api_key.starts_with("jh_ak_"));
-        let long = directory.rotate(&agent, &RotateRequest { grace_seconds: Some(i64::MAX), revoke_old: None }, 1_000).unwrap();
+        let long = directory
+            .rotate(
+                &agent,
+                &RotateRequest {
+                    grace_seconds: Some(i64::MAX),
+                    revoke_old: None,
+                },
+                1_000,
+            )
+            .unwrap();
         assert_eq!(long.grace_seconds, 604_800);
-        let default = directory.rotate(&agent, &RotateRequest::default(), 1_000).unwrap();
+        let default = directory
+            .rotate(&agent, &RotateRequest::default(), 1_000)
+            .unwrap();
         assert_eq!(default.grace_seconds, 3_600);
         assert_eq!(default.rotations_in_last_24h, 3);
-        assert!(directory.rotate("jh_ag_unknown", &RotateRequest::default(), 0).is_err());
+        assert!(
+            directory
+                .rotate("jh_ag_unknown", &RotateRequest::default(), 0)
+                .is_err()
+        );
     }
 }

@@ -84,7 +84,9 @@ impl ServerSecret {
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> ServerSecret {
-        ServerSecret { hmac_key: hmac::Key::new(hmac::HMAC_SHA256, &bytes) }
+        ServerSecret {
+            hmac_key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+        }
     }
 
     /// `HMAC-SHA256(secret, api_key)`: what the Hub stores instead of the key.
@@ -104,7 +106,10 @@ fn read_secret_file(path: &Path) -> io::Result<ServerSecret> {
     let invalid = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} must hold exactly 64 hex characters (32 bytes)", path.display()),
+            format!(
+                "{} must hold exactly 64 hex characters (32 bytes)",
+                path.display()
+            ),
         )
     };
     let decoded = hex::decode(text.trim()).map_err(|_| invalid())?;
@@ -115,7 +120,11 @@ fn read_secret_file(path: &Path) -> io::Result<ServerSecret> {
 #[cfg(unix)]
 fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -185,14 +194,22 @@ fn credential_shaped(text: &str, kind: &str) -> bool {
     let Some((prefix, rest)) = text.split_once('_') else {
         return false;
     };
-    let Some(random) = rest.strip_prefix(kind).and_then(|rest| rest.strip_prefix('_')) else {
+    let Some(random) = rest
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix('_'))
+    else {
         return false;
     };
-    is_valid_prefix(prefix) && random.len() >= 16 && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    is_valid_prefix(prefix)
+        && random.len() >= 16
+        && random.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn random_credential(prefix: &str, kind: &str, random_chars: usize) -> String {
-    debug_assert!(is_valid_prefix(prefix), "vendor prefix is validated by the config");
+    debug_assert!(
+        is_valid_prefix(prefix),
+        "vendor prefix is validated by the config"
+    );
     let mut text = String::with_capacity(prefix.len() + kind.len() + 2 + random_chars);
     text.push_str(prefix);
     text.push('_');
@@ -204,7 +221,8 @@ fn random_credential(prefix: &str, kind: &str, random_chars: usize) -> String {
     while produced < random_chars {
         // A failing OS RNG leaves no safe way to mint credentials; this is
         // not reachable from client input.
-        rng.fill(&mut buffer).expect("the OS random number generator failed");
+        rng.fill(&mut buffer)
+            .expect("the OS random number generator failed");
         for &byte in &buffer {
             if produced == random_chars {
                 break;
@@ -227,7 +245,10 @@ mod tests {
     fn identifiers_have_the_documented_shape() {
         let id = generate_agent_id("jh");
         let key = generate_api_key("jh");
-        assert!(id.starts_with("jh_ag_") && id.len() == 6 + AGENT_ID_RANDOM_CHARS, "{id}");
+        assert!(
+            id.starts_with("jh_ag_") && id.len() == 6 + AGENT_ID_RANDOM_CHARS,
+            "{id}"
+        );
         assert!(key.starts_with("jh_ak_") && key.len() == 6 + API_KEY_RANDOM_CHARS);
         assert!(id[6..].bytes().all(|b| b.is_ascii_alphanumeric()));
         assert!(key[6..].bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -255,7 +276,10 @@ mod tests {
         let secret = ServerSecret::from_bytes([7u8; 32]);
         let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]), b"jh_ak_x");
         assert_eq!(secret.key_hash("jh_ak_x").as_slice(), expected.as_ref());
-        assert_ne!(secret.key_hash("jh_ak_x"), ServerSecret::from_bytes([8u8; 32]).key_hash("jh_ak_x"));
+        assert_ne!(
+            secret.key_hash("jh_ak_x"),
+            ServerSecret::from_bytes([8u8; 32]).key_hash("jh_ak_x")
+        );
         assert_eq!(format!("{secret:?}"), "ServerSecret(<redacted>)");
     }
 
@@ -268,11 +292,17 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(secret_path(dir.path())).unwrap().permissions().mode();
+            let mode = fs::metadata(secret_path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // No staging files are left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(SECRET_FILE_NAME)]);
     }
 
@@ -282,7 +312,10 @@ mod tests {
         fs::write(secret_path(dir.path()), "not hex").unwrap();
         let error = ServerSecret::load_or_create(dir.path()).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(fs::read_to_string(secret_path(dir.path())).unwrap(), "not hex");
+        assert_eq!(
+            fs::read_to_string(secret_path(dir.path())).unwrap(),
+            "not hex"
+        );
     }
 
     #[cfg(unix)]
@@ -294,7 +327,13 @@ mod tests {
         fs::write(&path, hex::encode([1u8; 32])).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let secret = ServerSecret::load_or_create(dir.path()).unwrap();
-        assert_eq!(secret.key_hash("k"), ServerSecret::from_bytes([1u8; 32]).key_hash("k"));
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            secret.key_hash("k"),
+            ServerSecret::from_bytes([1u8; 32]).key_hash("k")
+        );
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

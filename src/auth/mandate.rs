@@ -41,7 +41,10 @@ impl fmt::Debug for Mandate {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("budget_usdc", &self.budget_usdc)
             .field("expires_at", &self.expires_at)
-            .field("provenance_hash", &self.provenance_hash.as_ref().map(|_| "<redacted>"))
+            .field(
+                "provenance_hash",
+                &self.provenance_hash.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -53,16 +56,27 @@ impl Mandate {
     /// count as absent; unknown fields are ignored (forward compatibility).
     pub fn from_json(value: &Value) -> Result<Mandate, JecpError> {
         let Some(object) = value.as_object() else {
-            return Err(validation_failed(vec![("/mandate".into(), "must be an object".into())]));
+            return Err(validation_failed(vec![(
+                "/mandate".into(),
+                "must be an object".into(),
+            )]));
         };
         let mut problems: Vec<(String, String)> = Vec::new();
         let mut mandate = Mandate::default();
-        let text_field = |name: &str, max_chars: usize, problems: &mut Vec<(String, String)>| -> Option<String> {
+        let text_field = |name: &str,
+                          max_chars: usize,
+                          problems: &mut Vec<(String, String)>|
+         -> Option<String> {
             match object.get(name) {
                 None | Some(Value::Null) => None,
-                Some(Value::String(text)) if text.chars().count() <= max_chars => Some(text.clone()),
+                Some(Value::String(text)) if text.chars().count() <= max_chars => {
+                    Some(text.clone())
+                }
                 Some(Value::String(_)) => {
-                    problems.push((format!("/mandate/{name}"), format!("must be at most {max_chars} characters")));
+                    problems.push((
+                        format!("/mandate/{name}"),
+                        format!("must be at most {max_chars} characters"),
+                    ));
                     None
                 }
                 Some(_) => {
@@ -73,12 +87,15 @@ impl Mandate {
         };
         mandate.agent_id = text_field("agent_id", MAX_CREDENTIAL_CHARS, &mut problems);
         mandate.api_key = text_field("api_key", MAX_CREDENTIAL_CHARS, &mut problems);
-        mandate.provenance_hash = text_field("provenance_hash", MAX_PROVENANCE_CHARS, &mut problems);
+        mandate.provenance_hash =
+            text_field("provenance_hash", MAX_PROVENANCE_CHARS, &mut problems);
         match object.get("budget_usdc") {
             None | Some(Value::Null) => {}
             Some(raw @ (Value::Number(_) | Value::String(_))) => match Micros::from_json(raw) {
                 Ok(amount) if amount <= MAX_BUDGET => mandate.budget_usdc = Some(amount),
-                Ok(_) => problems.push(("/mandate/budget_usdc".into(), "must be at most 1000".into())),
+                Ok(_) => {
+                    problems.push(("/mandate/budget_usdc".into(), "must be at most 1000".into()))
+                }
                 Err(error) => problems.push(("/mandate/budget_usdc".into(), error.to_string())),
             },
             Some(_) => problems.push(("/mandate/budget_usdc".into(), "must be a number".into())),
@@ -87,18 +104,28 @@ impl Mandate {
             None | Some(Value::Null) => {}
             Some(Value::Number(number)) => match number.as_i64() {
                 Some(seconds) => mandate.expires_at = Some(seconds.to_string()),
-                None => problems.push(("/mandate/expires_at".into(), "must be whole unix seconds".into())),
+                None => problems.push((
+                    "/mandate/expires_at".into(),
+                    "must be whole unix seconds".into(),
+                )),
             },
-            Some(Value::String(text)) if text.len() <= MAX_CREDENTIAL_CHARS && parse_expiry_s(text).is_some() => {
+            Some(Value::String(text))
+                if text.len() <= MAX_CREDENTIAL_CHARS && parse_expiry_s(text).is_some() =>
+            {
                 mandate.expires_at = Some(text.clone());
             }
             Some(Value::String(_)) => problems.push((
                 "/mandate/expires_at".into(),
-                "must be an RFC 3339 date-time such as 2026-12-31T23:59:59Z, or unix seconds".into(),
+                "must be an RFC 3339 date-time such as 2026-12-31T23:59:59Z, or unix seconds"
+                    .into(),
             )),
             Some(_) => problems.push(("/mandate/expires_at".into(), "must be a string".into())),
         }
-        if problems.is_empty() { Ok(mandate) } else { Err(validation_failed(problems)) }
+        if problems.is_empty() {
+            Ok(mandate)
+        } else {
+            Err(validation_failed(problems))
+        }
     }
 }
 
@@ -115,8 +142,11 @@ pub fn check_expiry(mandate: &Mandate, now_s: i64) -> Result<(), JecpError> {
         )]));
     };
     if expires_at_s < i128::from(now_s) * 1_000_000_000 {
-        let mut error = JecpError::new(ErrorCode::MandateExpired, "The mandate's expires_at is in the past; issue a new mandate.")
-            .detail("expires_at", text);
+        let mut error = JecpError::new(
+            ErrorCode::MandateExpired,
+            "The mandate's expires_at is in the past; issue a new mandate.",
+        )
+        .detail("expires_at", text);
         if let Some(server_time) = rfc3339(now_s) {
             error = error.detail("server_time", server_time);
         }
@@ -147,17 +177,29 @@ fn parse_expiry_s(text: &str) -> Option<i128> {
         let seconds: i64 = text.parse().ok()?;
         return Some(i128::from(seconds) * 1_000_000_000);
     }
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(OffsetDateTime::unix_timestamp_nanos)
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp_nanos)
 }
 
 /// `unix seconds` as RFC 3339 (UTC), for `details`.
 pub(crate) fn rfc3339(unix_s: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp(unix_s).ok()?.format(&Rfc3339).ok()
+    OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()?
+        .format(&Rfc3339)
+        .ok()
 }
 
 fn validation_failed(problems: Vec<(String, String)>) -> JecpError {
-    let errors: Vec<Value> = problems.into_iter().map(|(path, reason)| json!({"path": path, "reason": reason})).collect();
-    JecpError::new(ErrorCode::ValidationFailed, "The mandate object is invalid.").detail("errors", errors)
+    let errors: Vec<Value> = problems
+        .into_iter()
+        .map(|(path, reason)| json!({"path": path, "reason": reason}))
+        .collect();
+    JecpError::new(
+        ErrorCode::ValidationFailed,
+        "The mandate object is invalid.",
+    )
+    .detail("errors", errors)
 }
 
 #[cfg(test)]
@@ -173,7 +215,8 @@ mod tests {
         .unwrap();
         assert_eq!(mandate.budget_usdc, Some(Micros::new(50_000).unwrap()));
         assert_eq!(mandate.expires_at.as_deref(), Some("2026-12-31T23:59:59Z"));
-        let unix = Mandate::from_json(&json!({"expires_at": 1_900_000_000, "budget_usdc": null})).unwrap();
+        let unix =
+            Mandate::from_json(&json!({"expires_at": 1_900_000_000, "budget_usdc": null})).unwrap();
         assert_eq!(unix.expires_at.as_deref(), Some("1900000000"));
         assert_eq!(unix.budget_usdc, None);
     }
@@ -185,20 +228,36 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(error.code, ErrorCode::ValidationFailed);
-        let paths: Vec<&str> = error.details["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+        let paths: Vec<&str> = error.details["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
         assert_eq!(
             paths,
-            ["/mandate/agent_id", "/mandate/api_key", "/mandate/provenance_hash", "/mandate/budget_usdc", "/mandate/expires_at"]
+            [
+                "/mandate/agent_id",
+                "/mandate/api_key",
+                "/mandate/provenance_hash",
+                "/mandate/budget_usdc",
+                "/mandate/expires_at"
+            ]
         );
         assert!(Mandate::from_json(&json!({"budget_usdc": 1000.000001})).is_err());
         assert!(Mandate::from_json(&json!({"budget_usdc": 1000})).is_ok());
         assert!(Mandate::from_json(&json!("jh_ak_text")).is_err());
-        assert!(Mandate::from_json(&json!({"api_key": "k".repeat(MAX_CREDENTIAL_CHARS + 1)})).is_err());
+        assert!(
+            Mandate::from_json(&json!({"api_key": "k".repeat(MAX_CREDENTIAL_CHARS + 1)})).is_err()
+        );
     }
 
     #[test]
     fn expiry_is_strictly_before_now() {
-        let at = |text: &str| Mandate { expires_at: Some(text.into()), ..Mandate::default() };
+        let at = |text: &str| Mandate {
+            expires_at: Some(text.into()),
+            ..Mandate::default()
+        };
         let now = 1_900_000_000;
         assert!(check_expiry(&at("1900000000"), now).is_ok());
         assert!(check_expiry(&at("2030-03-17T17:46:40Z"), now).is_ok());
@@ -208,12 +267,18 @@ mod tests {
         assert_eq!(error.http_status(), 401);
         assert_eq!(error.details["server_time"], "2030-03-17T17:46:40Z");
         assert!(check_expiry(&Mandate::default(), now).is_ok());
-        assert_eq!(check_expiry(&at("garbage"), now).unwrap_err().code, ErrorCode::ValidationFailed);
+        assert_eq!(
+            check_expiry(&at("garbage"), now).unwrap_err().code,
+            ErrorCode::ValidationFailed
+        );
     }
 
     #[test]
     fn budget_is_a_per_call_cap() {
-        let mandate = Mandate { budget_usdc: Some(Micros::parse("0.01").unwrap()), ..Mandate::default() };
+        let mandate = Mandate {
+            budget_usdc: Some(Micros::parse("0.01").unwrap()),
+            ..Mandate::default()
+        };
         assert!(check_budget(&mandate, Micros::parse("0.01").unwrap()).is_ok());
         let error = check_budget(&mandate, Micros::parse("0.010001").unwrap()).unwrap_err();
         assert_eq!(error.code, ErrorCode::InsufficientBudget);
@@ -225,7 +290,11 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets() {
-        let mandate = Mandate { api_key: Some("jh_ak_SECRET".into()), provenance_hash: Some("v2:SECRET".into()), ..Mandate::default() };
+        let mandate = Mandate {
+            api_key: Some("jh_ak_SECRET".into()),
+            provenance_hash: Some("v2:SECRET".into()),
+            ..Mandate::default()
+        };
         let text = format!("{mandate:?}");
         assert!(!text.contains("SECRET"), "{text}");
     }

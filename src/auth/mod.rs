@@ -14,6 +14,10 @@
 //! to the store. No key, mandate or secret is ever logged: the types that
 //! hold them redact themselves in `Debug`.
 
+// `JecpError` is the crate-wide error the invoke pipeline consumes; it is
+// large, but errors are the cold path and boxing would change that API.
+#![allow(clippy::result_large_err)]
+
 pub mod credentials;
 pub mod directory;
 pub mod keys;
@@ -22,7 +26,9 @@ pub mod provenance;
 pub mod replay;
 
 pub use credentials::{Credentials, resolve_credentials};
-pub use directory::{Directory, RegisterError, RegisterRequest, Registered, RotateRequest, Rotated};
+pub use directory::{
+    Directory, RegisterError, RegisterRequest, Registered, RotateRequest, Rotated,
+};
 pub use keys::{ServerSecret, generate_agent_id, generate_api_key};
 pub use mandate::{Mandate, check_budget, check_expiry};
 pub use provenance::{ProvenanceV2, Subcause, compute_v2, mismatch_error, verify_v2};

@@ -69,12 +69,22 @@ pub struct ProvenanceV2 {
 }
 
 /// Verifies a v2 wire string for an authenticated `(agent_id, api_key)`.
-pub fn verify_v2(wire: &str, agent_id: &str, api_key: &str, now_s: i64) -> Result<ProvenanceV2, Subcause> {
+pub fn verify_v2(
+    wire: &str,
+    agent_id: &str,
+    api_key: &str,
+    now_s: i64,
+) -> Result<ProvenanceV2, Subcause> {
     let Some(rest) = wire.strip_prefix("v2:") else {
-        return Err(if is_v1_shaped(wire) { Subcause::V1LegacyMismatch } else { Subcause::WireMalformed });
+        return Err(if is_v1_shaped(wire) {
+            Subcause::V1LegacyMismatch
+        } else {
+            Subcause::WireMalformed
+        });
     };
     let mut parts = rest.split(':');
-    let (Some(timestamp_text), Some(nonce), Some(tag_hex), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(timestamp_text), Some(nonce), Some(tag_hex), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Subcause::WireMalformed);
     };
@@ -84,12 +94,20 @@ pub fn verify_v2(wire: &str, agent_id: &str, api_key: &str, now_s: i64) -> Resul
     {
         return Err(Subcause::WireMalformed);
     }
-    let timestamp_s: i64 = timestamp_text.parse().map_err(|_| Subcause::WireMalformed)?;
-    if !(MIN_NONCE_HEX_CHARS..=MAX_NONCE_HEX_CHARS).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let timestamp_s: i64 = timestamp_text
+        .parse()
+        .map_err(|_| Subcause::WireMalformed)?;
+    if !(MIN_NONCE_HEX_CHARS..=MAX_NONCE_HEX_CHARS).contains(&nonce.len())
+        || !nonce.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(Subcause::WireMalformed);
     }
     // The spec's regex takes the tag in lowercase only (`[0-9a-f]{64}`).
-    if tag_hex.len() != TAG_HEX_CHARS || !tag_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if tag_hex.len() != TAG_HEX_CHARS
+        || !tag_hex
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(Subcause::WireMalformed);
     }
     let drift_seconds = now_s.saturating_sub(timestamp_s);
@@ -103,13 +121,19 @@ pub fn verify_v2(wire: &str, agent_id: &str, api_key: &str, now_s: i64) -> Resul
     let key = hmac::Key::new(hmac::HMAC_SHA256, api_key.as_bytes());
     let message = signing_message(agent_id, timestamp_s, nonce);
     hmac::verify(&key, message.as_bytes(), &tag).map_err(|_| Subcause::HmacMismatch)?;
-    Ok(ProvenanceV2 { timestamp_s, nonce_lower: nonce.to_ascii_lowercase() })
+    Ok(ProvenanceV2 {
+        timestamp_s,
+        nonce_lower: nonce.to_ascii_lowercase(),
+    })
 }
 
 /// The wire string a client sends: `v2:<ts>:<nonce>:<lowercase hex tag>`.
 pub fn compute_v2(agent_id: &str, api_key: &str, timestamp_s: i64, nonce: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, api_key.as_bytes());
-    let tag = hmac::sign(&key, signing_message(agent_id, timestamp_s, nonce).as_bytes());
+    let tag = hmac::sign(
+        &key,
+        signing_message(agent_id, timestamp_s, nonce).as_bytes(),
+    );
     format!("v2:{timestamp_s}:{nonce}:{}", hex::encode(tag.as_ref()))
 }
 
@@ -117,15 +141,26 @@ pub fn compute_v2(agent_id: &str, api_key: &str, timestamp_s: i64, nonce: &str) 
 /// for clock skew). [`Subcause::ReplayStoreFull`] becomes 503 instead.
 pub fn mismatch_error(subcause: &Subcause) -> JecpError {
     let message = match subcause {
-        Subcause::WireMalformed => "mandate.provenance_hash is not a v2 value of the form v2:<unix_seconds>:<nonce_hex>:<hmac_hex>.",
-        Subcause::ClockSkew { .. } => "mandate.provenance_hash timestamp is more than 300 s away from the Hub's clock; sync NTP.",
-        Subcause::HmacMismatch => "mandate.provenance_hash HMAC does not match the one computed with the authenticated api_key.",
-        Subcause::NonceReplay => "mandate.provenance_hash nonce was already used in the last 600 s; use a fresh nonce per request.",
+        Subcause::WireMalformed => {
+            "mandate.provenance_hash is not a v2 value of the form v2:<unix_seconds>:<nonce_hex>:<hmac_hex>."
+        }
+        Subcause::ClockSkew { .. } => {
+            "mandate.provenance_hash timestamp is more than 300 s away from the Hub's clock; sync NTP."
+        }
+        Subcause::HmacMismatch => {
+            "mandate.provenance_hash HMAC does not match the one computed with the authenticated api_key."
+        }
+        Subcause::NonceReplay => {
+            "mandate.provenance_hash nonce was already used in the last 600 s; use a fresh nonce per request."
+        }
         Subcause::V1LegacyMismatch => {
             "Provenance v1 hashes are no longer accepted (sunset 2026-11-01); send a v2 provenance_hash."
         }
         Subcause::ReplayStoreFull => {
-            return JecpError::degraded("The Hub cannot record new provenance nonces right now; retry shortly.", 5);
+            return JecpError::degraded(
+                "The Hub cannot record new provenance nonces right now; retry shortly.",
+                5,
+            );
         }
     };
     let mut error = JecpError::new(ErrorCode::ProvenanceMismatch, message);
@@ -158,14 +193,26 @@ mod tests {
     fn round_trip_and_lowercased_nonce() {
         let wire = compute_v2(AGENT, KEY, NOW, "DEADBEEF00112233");
         let verified = verify_v2(&wire, AGENT, KEY, NOW).unwrap();
-        assert_eq!(verified, ProvenanceV2 { timestamp_s: NOW, nonce_lower: "deadbeef00112233".into() });
+        assert_eq!(
+            verified,
+            ProvenanceV2 {
+                timestamp_s: NOW,
+                nonce_lower: "deadbeef00112233".into()
+            }
+        );
     }
 
     #[test]
     fn another_key_or_agent_is_an_hmac_mismatch() {
         let wire = compute_v2(AGENT, KEY, NOW, "00112233445566778899");
-        assert_eq!(verify_v2(&wire, AGENT, "jh_ak_other", NOW), Err(Subcause::HmacMismatch));
-        assert_eq!(verify_v2(&wire, "jh_ag_other", KEY, NOW), Err(Subcause::HmacMismatch));
+        assert_eq!(
+            verify_v2(&wire, AGENT, "jh_ak_other", NOW),
+            Err(Subcause::HmacMismatch)
+        );
+        assert_eq!(
+            verify_v2(&wire, "jh_ag_other", KEY, NOW),
+            Err(Subcause::HmacMismatch)
+        );
     }
 
     #[test]
@@ -185,36 +232,59 @@ mod tests {
             "0".repeat(63),
             "G".repeat(64),
         ] {
-            assert_eq!(verify_v2(&wire, AGENT, KEY, NOW), Err(Subcause::WireMalformed), "{wire}");
+            assert_eq!(
+                verify_v2(&wire, AGENT, KEY, NOW),
+                Err(Subcause::WireMalformed),
+                "{wire}"
+            );
         }
     }
 
     #[test]
     fn v1_hashes_are_sunset() {
-        assert_eq!(verify_v2(&"ab".repeat(32), AGENT, KEY, NOW), Err(Subcause::V1LegacyMismatch));
+        assert_eq!(
+            verify_v2(&"ab".repeat(32), AGENT, KEY, NOW),
+            Err(Subcause::V1LegacyMismatch)
+        );
     }
 
     #[test]
     fn skew_is_signed_now_minus_timestamp() {
         let wire = compute_v2(AGENT, KEY, NOW - 301, "0123456789abcdef");
-        assert_eq!(verify_v2(&wire, AGENT, KEY, NOW), Err(Subcause::ClockSkew { drift_seconds: 301 }));
+        assert_eq!(
+            verify_v2(&wire, AGENT, KEY, NOW),
+            Err(Subcause::ClockSkew { drift_seconds: 301 })
+        );
         let wire = compute_v2(AGENT, KEY, NOW + 301, "0123456789abcdef");
-        assert_eq!(verify_v2(&wire, AGENT, KEY, NOW), Err(Subcause::ClockSkew { drift_seconds: -301 }));
+        assert_eq!(
+            verify_v2(&wire, AGENT, KEY, NOW),
+            Err(Subcause::ClockSkew {
+                drift_seconds: -301
+            })
+        );
         let wire = compute_v2(AGENT, KEY, NOW - 300, "0123456789abcdef");
         assert!(verify_v2(&wire, AGENT, KEY, NOW).is_ok());
         // Extreme values saturate instead of overflowing.
         let wire = compute_v2(AGENT, KEY, i64::MAX, "0123456789abcdef");
-        assert!(matches!(verify_v2(&wire, AGENT, KEY, i64::MIN), Err(Subcause::ClockSkew { .. })));
+        assert!(matches!(
+            verify_v2(&wire, AGENT, KEY, i64::MIN),
+            Err(Subcause::ClockSkew { .. })
+        ));
     }
 
     #[test]
     fn errors_carry_subcause_and_drift() {
-        let error = mismatch_error(&Subcause::ClockSkew { drift_seconds: -400 });
+        let error = mismatch_error(&Subcause::ClockSkew {
+            drift_seconds: -400,
+        });
         assert_eq!(error.code, ErrorCode::ProvenanceMismatch);
         assert_eq!(error.http_status(), 403);
         assert_eq!(error.details["subcause"], "clock_skew");
         assert_eq!(error.details["drift_seconds"], -400);
-        assert_eq!(mismatch_error(&Subcause::NonceReplay).details["subcause"], "nonce_replay");
+        assert_eq!(
+            mismatch_error(&Subcause::NonceReplay).details["subcause"],
+            "nonce_replay"
+        );
         let full = mismatch_error(&Subcause::ReplayStoreFull);
         assert_eq!(full.code, ErrorCode::ServiceDegraded);
         assert!(full.details.get("subcause").is_none());

@@ -52,7 +52,9 @@ impl ReplayStore {
 
     pub fn new(max_entries: usize) -> ReplayStore {
         ReplayStore {
-            shards: (0..SHARD_COUNT).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARD_COUNT)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             hasher: RandomState::new(),
             entries: AtomicUsize::new(0),
             max_entries,
@@ -87,14 +89,26 @@ impl ReplayStore {
             }
         }
         if skipped_over_bound > 0 {
-            tracing::warn!(skipped_over_bound, max_entries = self.max_entries, "replay store bound reached while loading nonces");
+            tracing::warn!(
+                skipped_over_bound,
+                max_entries = self.max_entries,
+                "replay store bound reached while loading nonces"
+            );
         }
     }
 
     /// Atomically records `(agent_id, nonce_lower)`; `NonceReplay` when it is
     /// already present and unexpired. On success returns the record to persist.
-    pub fn check_and_insert(&self, agent_id: &str, nonce_lower: &str, now_s: i64) -> Result<NonceRecord, Subcause> {
-        debug_assert!(!nonce_lower.bytes().any(|b| b.is_ascii_uppercase()), "nonce must be lowercased by verify_v2");
+    pub fn check_and_insert(
+        &self,
+        agent_id: &str,
+        nonce_lower: &str,
+        now_s: i64,
+    ) -> Result<NonceRecord, Subcause> {
+        debug_assert!(
+            !nonce_lower.bytes().any(|b| b.is_ascii_uppercase()),
+            "nonce must be lowercased by verify_v2"
+        );
         let key = entry_key(agent_id, nonce_lower);
         let expires_at_s = now_s.saturating_add(Self::TTL_S);
         let mut shard = self.lock_shard(&key);
@@ -104,7 +118,11 @@ impl ReplayStore {
             }
             // Expired but not yet swept: reuse the slot.
             *existing = expires_at_s;
-            return Ok(NonceRecord { agent_id: agent_id.to_owned(), nonce: nonce_lower.to_owned(), expires_at_s });
+            return Ok(NonceRecord {
+                agent_id: agent_id.to_owned(),
+                nonce: nonce_lower.to_owned(),
+                expires_at_s,
+            });
         }
         if self.entries.load(Ordering::Relaxed) >= self.max_entries {
             let removed = sweep_shard(&mut shard, now_s);
@@ -115,11 +133,17 @@ impl ReplayStore {
                 drop(shard);
                 self.sweep_when_full(now_s);
                 shard = self.lock_shard(&key);
-                if shard.get(key.as_str()).is_some_and(|&existing| existing >= now_s) {
+                if shard
+                    .get(key.as_str())
+                    .is_some_and(|&existing| existing >= now_s)
+                {
                     return Err(Subcause::NonceReplay);
                 }
                 if self.entries.load(Ordering::Relaxed) >= self.max_entries {
-                    tracing::warn!(max_entries = self.max_entries, "replay store full; refusing a new nonce");
+                    tracing::warn!(
+                        max_entries = self.max_entries,
+                        "replay store full; refusing a new nonce"
+                    );
                     return Err(Subcause::ReplayStoreFull);
                 }
             }
@@ -127,13 +151,22 @@ impl ReplayStore {
         if shard.insert(key.into_boxed_str(), expires_at_s).is_none() {
             self.entries.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(NonceRecord { agent_id: agent_id.to_owned(), nonce: nonce_lower.to_owned(), expires_at_s })
+        Ok(NonceRecord {
+            agent_id: agent_id.to_owned(),
+            nonce: nonce_lower.to_owned(),
+            expires_at_s,
+        })
     }
 
     fn sweep_when_full(&self, now_s: i64) {
         let last = self.last_full_sweep_s.load(Ordering::Relaxed);
         let due = last == i64::MIN || now_s >= last.saturating_add(FULL_SWEEP_INTERVAL_S);
-        if due && self.last_full_sweep_s.compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if due
+            && self
+                .last_full_sweep_s
+                .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.sweep(now_s);
         }
     }
@@ -142,7 +175,9 @@ impl ReplayStore {
     pub fn sweep(&self, now_s: i64) -> usize {
         let mut removed_total = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let removed = sweep_shard(&mut shard, now_s);
             self.entries.fetch_sub(removed, Ordering::Relaxed);
             removed_total += removed;
@@ -164,13 +199,19 @@ impl ReplayStore {
     pub fn export(&self, now_s: i64) -> Vec<NonceRecord> {
         let mut records = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             for (key, &expires_at_s) in shard.iter() {
                 if expires_at_s < now_s {
                     continue;
                 }
                 if let Some((agent_id, nonce)) = key.split_once('\n') {
-                    records.push(NonceRecord { agent_id: agent_id.to_owned(), nonce: nonce.to_owned(), expires_at_s });
+                    records.push(NonceRecord {
+                        agent_id: agent_id.to_owned(),
+                        nonce: nonce.to_owned(),
+                        expires_at_s,
+                    });
                 }
             }
         }
@@ -181,7 +222,9 @@ impl ReplayStore {
         let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         // A panic while holding a shard cannot leave a half-written entry
         // (every mutation is a single map operation), so poisoning is ignored.
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -207,25 +250,48 @@ mod tests {
     #[test]
     fn second_use_is_a_replay_until_the_ttl_ends() {
         let store = ReplayStore::new(100);
-        let record = store.check_and_insert("jh_ag_a", "00112233445566778899", 1_000).unwrap();
+        let record = store
+            .check_and_insert("jh_ag_a", "00112233445566778899", 1_000)
+            .unwrap();
         assert_eq!(record.expires_at_s, 1_600);
-        assert_eq!(store.check_and_insert("jh_ag_a", "00112233445566778899", 1_000), Err(Subcause::NonceReplay));
-        assert_eq!(store.check_and_insert("jh_ag_a", "00112233445566778899", 1_600), Err(Subcause::NonceReplay));
+        assert_eq!(
+            store.check_and_insert("jh_ag_a", "00112233445566778899", 1_000),
+            Err(Subcause::NonceReplay)
+        );
+        assert_eq!(
+            store.check_and_insert("jh_ag_a", "00112233445566778899", 1_600),
+            Err(Subcause::NonceReplay)
+        );
         // Another agent may use the same nonce.
-        assert!(store.check_and_insert("jh_ag_b", "00112233445566778899", 1_000).is_ok());
-        assert!(store.check_and_insert("jh_ag_a", "00112233445566778899", 1_601).is_ok());
+        assert!(
+            store
+                .check_and_insert("jh_ag_b", "00112233445566778899", 1_000)
+                .is_ok()
+        );
+        assert!(
+            store
+                .check_and_insert("jh_ag_a", "00112233445566778899", 1_601)
+                .is_ok()
+        );
         assert_eq!(store.len(), 2);
     }
 
     #[test]
     fn sweep_removes_only_expired_entries() {
         let store = ReplayStore::new(100);
-        store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 0).unwrap();
-        store.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 500).unwrap();
+        store
+            .check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 0)
+            .unwrap();
+        store
+            .check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 500)
+            .unwrap();
         assert_eq!(store.sweep(600), 0);
         assert_eq!(store.sweep(601), 1);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 601), Err(Subcause::NonceReplay));
+        assert_eq!(
+            store.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 601),
+            Err(Subcause::NonceReplay)
+        );
         assert_eq!(store.sweep(1_101), 1);
         assert!(store.is_empty());
     }
@@ -236,25 +302,46 @@ mod tests {
         for nonce in ["aaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaa2", "aaaaaaaaaaaaaaa3"] {
             store.check_and_insert("jh_ag_a", nonce, 0).unwrap();
         }
-        assert_eq!(store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa4", 10), Err(Subcause::ReplayStoreFull));
+        assert_eq!(
+            store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa4", 10),
+            Err(Subcause::ReplayStoreFull)
+        );
         assert_eq!(store.len(), 3);
         // A replay of a live nonce is still reported as a replay when full.
-        assert_eq!(store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa1", 10), Err(Subcause::NonceReplay));
+        assert_eq!(
+            store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa1", 10),
+            Err(Subcause::NonceReplay)
+        );
         store.sweep(601);
-        assert!(store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa4", 601).is_ok());
+        assert!(
+            store
+                .check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaa4", 601)
+                .is_ok()
+        );
     }
 
     #[test]
     fn export_and_load_round_trip_skipping_expired() {
         let store = ReplayStore::new(100);
-        store.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 0).unwrap();
-        store.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 300).unwrap();
+        store
+            .check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 0)
+            .unwrap();
+        store
+            .check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 300)
+            .unwrap();
         let records = store.export(0);
         assert_eq!(records.len(), 2);
         let rebuilt = ReplayStore::new(100);
         rebuilt.load(records, 700);
         assert_eq!(rebuilt.len(), 1);
-        assert_eq!(rebuilt.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 700), Err(Subcause::NonceReplay));
-        assert!(rebuilt.check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 700).is_ok());
+        assert_eq!(
+            rebuilt.check_and_insert("jh_ag_a", "bbbbbbbbbbbbbbbb", 700),
+            Err(Subcause::NonceReplay)
+        );
+        assert!(
+            rebuilt
+                .check_and_insert("jh_ag_a", "aaaaaaaaaaaaaaaa", 700)
+                .is_ok()
+        );
     }
 }

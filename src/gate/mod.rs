@@ -23,13 +23,21 @@ pub fn rate_limited_error(decision: &RateDecision, tier_label: &str, now_s: i64)
     let retry_after_s = decision.retry_after_s.clamp(1, 600);
     let mut error = JecpError::new(
         ErrorCode::RateLimited,
-        format!("Rate limit of {} requests per minute exceeded; retry in {retry_after_s} s.", decision.limit),
+        format!(
+            "Rate limit of {} requests per minute exceeded; retry in {retry_after_s} s.",
+            decision.limit
+        ),
     )
     .detail("tier", tier_label)
     .detail("limit_rpm", decision.limit)
     .retry_after(retry_after_s);
-    let reset_s = now_s.saturating_add(i64::try_from(decision.reset_after_s.max(retry_after_s)).unwrap_or(i64::MAX));
-    if let Some(reset_at) = OffsetDateTime::from_unix_timestamp(reset_s).ok().and_then(|at| at.format(&Rfc3339).ok()) {
+    let reset_s = now_s.saturating_add(
+        i64::try_from(decision.reset_after_s.max(retry_after_s)).unwrap_or(i64::MAX),
+    );
+    if let Some(reset_at) = OffsetDateTime::from_unix_timestamp(reset_s)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+    {
         error = error.detail("reset_at", reset_at);
     }
     for (name, value) in decision.headers() {
@@ -69,7 +77,13 @@ mod tests {
 
     #[test]
     fn rate_limited_error_has_headers_details_and_retry_after() {
-        let decision = RateDecision { allowed: false, limit: 10, remaining: 0, reset_after_s: 41, retry_after_s: 41 };
+        let decision = RateDecision {
+            allowed: false,
+            limit: 10,
+            remaining: 0,
+            reset_after_s: 41,
+            retry_after_s: 41,
+        };
         let error = rate_limited_error(&decision, "bronze", 1_900_000_000);
         assert_eq!(error.http_status(), 429);
         assert_eq!(error.retry_after_seconds, Some(41));
@@ -78,16 +92,30 @@ mod tests {
         assert_eq!(error.details["limit_rpm"], 10);
         assert_eq!(error.details["reset_at"], "2030-03-17T17:47:21Z");
         assert!(error.headers.contains(&("X-RateLimit-Limit", "10".into())));
-        assert!(error.headers.contains(&("X-RateLimit-Remaining", "0".into())));
+        assert!(
+            error
+                .headers
+                .contains(&("X-RateLimit-Remaining", "0".into()))
+        );
         assert!(error.headers.contains(&("X-RateLimit-Reset", "41".into())));
-        let clamped = RateDecision { retry_after_s: 0, reset_after_s: 0, ..decision };
-        assert_eq!(rate_limited_error(&clamped, "bronze", 0).retry_after_seconds, Some(1));
+        let clamped = RateDecision {
+            retry_after_s: 0,
+            reset_after_s: 0,
+            ..decision
+        };
+        assert_eq!(
+            rate_limited_error(&clamped, "bronze", 0).retry_after_seconds,
+            Some(1)
+        );
     }
 
     #[test]
     fn trust_error_matches_spec_shape() {
         let error = trust_error(Tier::Platinum, Tier::Bronze, vec!["content-factory".into()]);
-        let links = HubLinks { public_url: "https://hub.example".into(), allowed_topup_usd: vec![5] };
+        let links = HubLinks {
+            public_url: "https://hub.example".into(),
+            allowed_topup_usd: vec![5],
+        };
         let body = error.to_envelope(None, &links);
         assert_eq!(error.http_status(), 403);
         assert_eq!(body["error"]["code"], "INSUFFICIENT_TRUST");
@@ -96,6 +124,9 @@ mod tests {
         assert_eq!(body["next_action"]["type"], "earn_trust");
         assert_eq!(body["next_action"]["current_tier"], "bronze");
         assert_eq!(body["next_action"]["required_tier"], "platinum");
-        assert_eq!(body["next_action"]["fallback"]["alternative_capabilities"], json!(["content-factory"]));
+        assert_eq!(
+            body["next_action"]["fallback"]["alternative_capabilities"],
+            json!(["content-factory"])
+        );
     }
 }

@@ -118,7 +118,9 @@ impl RateLimiter {
     pub fn with_max_keys(window_ms: u64, max_keys: usize) -> RateLimiter {
         RateLimiter {
             window_ms: window_ms.max(1),
-            shards: (0..SHARD_COUNT).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARD_COUNT)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             hasher: RandomState::new(),
             keys: AtomicUsize::new(0),
             max_keys,
@@ -145,7 +147,10 @@ impl RateLimiter {
             // Re-checked: another thread may have added this key meanwhile.
             if !shard.contains_key(key) {
                 if self.keys.load(Ordering::Relaxed) >= self.max_keys {
-                    tracing::warn!(max_keys = self.max_keys, "rate limiter key table full; denying a new key");
+                    tracing::warn!(
+                        max_keys = self.max_keys,
+                        "rate limiter key table full; denying a new key"
+                    );
                     return self.denied(limit_per_window, window_ms);
                 }
                 shard.insert(key.into(), Window::default());
@@ -182,7 +187,9 @@ impl RateLimiter {
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut removed_total = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let removed = sweep_shard(&mut shard, now_ms, self.window_ms);
             self.keys.fetch_sub(removed, Ordering::Relaxed);
             removed_total += removed;
@@ -192,8 +199,19 @@ impl RateLimiter {
 
     fn sweep_when_full(&self, now_ms: u64) {
         let last = self.last_full_sweep_ms.load(Ordering::Relaxed);
-        let due = last == 0 || now_ms.saturating_add(1) >= last.saturating_add(FULL_SWEEP_INTERVAL_MS);
-        if due && self.last_full_sweep_ms.compare_exchange(last, now_ms.saturating_add(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let due =
+            last == 0 || now_ms.saturating_add(1) >= last.saturating_add(FULL_SWEEP_INTERVAL_MS);
+        if due
+            && self
+                .last_full_sweep_ms
+                .compare_exchange(
+                    last,
+                    now_ms.saturating_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             self.sweep(now_ms);
         }
     }
@@ -209,19 +227,32 @@ impl RateLimiter {
 
     fn denied(&self, limit: u32, window_ms: u64) -> RateDecision {
         let wait_s = ceil_s(window_ms).clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S);
-        RateDecision { allowed: false, limit, remaining: 0, reset_after_s: wait_s, retry_after_s: wait_s }
+        RateDecision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset_after_s: wait_s,
+            retry_after_s: wait_s,
+        }
     }
 
     fn lock_shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         // Mutations are single map/queue operations; a poisoned shard is still consistent enough to count with.
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 fn sweep_shard(shard: &mut Shard, now_ms: u64, window_ms: u64) -> usize {
     let before = shard.len();
-    shard.retain(|_, window| window.hits.back().is_some_and(|&(at_ms, _)| at_ms.saturating_add(window_ms) > now_ms));
+    shard.retain(|_, window| {
+        window
+            .hits
+            .back()
+            .is_some_and(|&(at_ms, _)| at_ms.saturating_add(window_ms) > now_ms)
+    });
     before - shard.len()
 }
 

@@ -106,7 +106,9 @@ impl Micros {
         if whole.is_empty() && fraction.is_empty() {
             return Err(MoneyError::Malformed);
         }
-        if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        if !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(MoneyError::Malformed);
         }
         // Trailing zeros carry no value: "0.0050000" is 0.005.
@@ -118,7 +120,11 @@ impl Micros {
         if whole.len() > 9 {
             return Err(MoneyError::Overflow);
         }
-        let whole_value: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| MoneyError::Malformed)? };
+        let whole_value: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| MoneyError::Malformed)?
+        };
         let mut fraction_value: u64 = 0;
         for digit in fraction.bytes().chain(std::iter::repeat(b'0')).take(6) {
             fraction_value = fraction_value * 10 + u64::from(digit - b'0');
@@ -159,7 +165,11 @@ impl Micros {
         if text.contains(['e', 'E']) {
             // Rust prints very small or large floats in plain notation, but be
             // strict: anything with an exponent is beyond USDC's range anyway.
-            return Err(if float >= 1.0 { MoneyError::Overflow } else { MoneyError::TooPrecise });
+            return Err(if float >= 1.0 {
+                MoneyError::Overflow
+            } else {
+                MoneyError::TooPrecise
+            });
         }
         Micros::parse(&text)
     }

@@ -44,7 +44,9 @@ impl Tier {
     }
 
     pub fn parse(text: &str) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|tier| tier.as_str().eq_ignore_ascii_case(text.trim()))
+        Tier::ALL
+            .into_iter()
+            .find(|tier| tier.as_str().eq_ignore_ascii_case(text.trim()))
     }
 
     pub const fn as_u8(self) -> u8 {

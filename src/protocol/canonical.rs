@@ -92,14 +92,23 @@ mod tests {
     use serde_json::json;
 
     fn parts(input: &Value) -> FingerprintParts<'_> {
-        FingerprintParts { capability: "hub/utility", action: "echo", input, provenance_hash: None, x_payment: None }
+        FingerprintParts {
+            capability: "hub/utility",
+            action: "echo",
+            input,
+            provenance_hash: None,
+            x_payment: None,
+        }
     }
 
     #[test]
     fn member_order_and_whitespace_do_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(canonical_json(&a), br#"{"a":{"x":"s","y":[1,2]},"b":1}"#.to_vec());
+        assert_eq!(
+            canonical_json(&a),
+            br#"{"a":{"x":"s","y":[1,2]},"b":1}"#.to_vec()
+        );
         assert_eq!(fingerprint(parts(&a)), fingerprint(parts(&b)));
     }
 
@@ -107,13 +116,40 @@ mod tests {
     fn every_part_changes_the_fingerprint() {
         let input = json!({"text": "hi"});
         let base = fingerprint(parts(&input));
-        assert_ne!(base, fingerprint(FingerprintParts { capability: "hub/other", ..parts(&input) }));
-        assert_ne!(base, fingerprint(FingerprintParts { action: "hash", ..parts(&input) }));
+        assert_ne!(
+            base,
+            fingerprint(FingerprintParts {
+                capability: "hub/other",
+                ..parts(&input)
+            })
+        );
+        assert_ne!(
+            base,
+            fingerprint(FingerprintParts {
+                action: "hash",
+                ..parts(&input)
+            })
+        );
         assert_ne!(base, fingerprint(parts(&json!({"text": "ho"}))));
-        assert_ne!(base, fingerprint(FingerprintParts { provenance_hash: Some("v2:1:2:3"), ..parts(&input) }));
-        assert_ne!(base, fingerprint(FingerprintParts { x_payment: Some(b"{}"), ..parts(&input) }));
+        assert_ne!(
+            base,
+            fingerprint(FingerprintParts {
+                provenance_hash: Some("v2:1:2:3"),
+                ..parts(&input)
+            })
+        );
+        assert_ne!(
+            base,
+            fingerprint(FingerprintParts {
+                x_payment: Some(b"{}"),
+                ..parts(&input)
+            })
+        );
         // Array order is significant.
-        assert_ne!(fingerprint(parts(&json!([1, 2]))), fingerprint(parts(&json!([2, 1]))));
+        assert_ne!(
+            fingerprint(parts(&json!([1, 2]))),
+            fingerprint(parts(&json!([2, 1])))
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ impl ErrorCode {
 
     /// Looks a code up by its wire string.
     pub fn from_code_str(code: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.iter().copied().find(|candidate| candidate.as_str() == code)
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|candidate| candidate.as_str() == code)
     }
 }
 
@@ -154,7 +157,11 @@ pub struct NextAction {
 
 impl NextAction {
     pub fn new(kind: &'static str, hint: impl Into<String>) -> NextAction {
-        NextAction { kind, hint: hint.into(), fields: Map::new() }
+        NextAction {
+            kind,
+            hint: hint.into(),
+            fields: Map::new(),
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> NextAction {
@@ -244,7 +251,8 @@ impl JecpError {
     pub fn retry_after(mut self, seconds: u64) -> JecpError {
         let seconds = seconds.clamp(1, 600) as u32;
         self.retry_after_seconds = Some(seconds);
-        self.details.insert("retry_after_seconds".into(), Value::from(seconds));
+        self.details
+            .insert("retry_after_seconds".into(), Value::from(seconds));
         self
     }
 
@@ -260,7 +268,10 @@ impl JecpError {
     /// Shorthand for a 500 that hides the cause from the client (spec 03
     /// §3.7: no internal text in `details`). Log the cause before calling.
     pub fn internal() -> JecpError {
-        JecpError::new(ErrorCode::InternalError, "The Hub hit an unexpected condition; the request had no effect.")
+        JecpError::new(
+            ErrorCode::InternalError,
+            "The Hub hit an unexpected condition; the request had no effect.",
+        )
     }
 
     /// The store could not take the write (queue full, disk fault).
@@ -272,7 +283,10 @@ impl JecpError {
     pub fn to_envelope(&self, request_id: Option<&str>, links: &HubLinks) -> Value {
         let documentation_url = self.documentation_url();
         let mut details = self.details.clone();
-        details.insert("documentation_url".into(), Value::from(documentation_url.clone()));
+        details.insert(
+            "documentation_url".into(),
+            Value::from(documentation_url.clone()),
+        );
         let mut envelope = Map::new();
         envelope.insert("jecp".into(), Value::from("1.0"));
         if let Some(id) = request_id {
@@ -377,7 +391,10 @@ pub fn topup_action(links: &HubLinks) -> NextAction {
         .with("api", links.url("/api/agents/topup"))
         .with("method", "POST")
         .with("headers", json!(["X-Agent-ID", "X-API-Key"]))
-        .with("body_example", json!({"amount": links.allowed_topup_usd.first().copied().unwrap_or(5)}))
+        .with(
+            "body_example",
+            json!({"amount": links.allowed_topup_usd.first().copied().unwrap_or(5)}),
+        )
         .with("allowed_amounts_usd", json!(links.allowed_topup_usd))
 }
 
@@ -386,7 +403,10 @@ mod tests {
     use super::*;
 
     fn links() -> HubLinks {
-        HubLinks { public_url: "https://hub.example".into(), allowed_topup_usd: vec![5, 20, 100] }
+        HubLinks {
+            public_url: "https://hub.example".into(),
+            allowed_topup_usd: vec![5, 20, 100],
+        }
     }
 
     /// Pins every code to the status in spec 03's tables (and CLIENT-COMPAT
@@ -453,7 +473,11 @@ mod tests {
             ("OPERATOR_AUTH_FAILED", 401),
             ("TOPUP_UNAVAILABLE", 503),
         ];
-        assert_eq!(expected.len(), ErrorCode::ALL.len(), "a code was added without pinning its status");
+        assert_eq!(
+            expected.len(),
+            ErrorCode::ALL.len(),
+            "a code was added without pinning its status"
+        );
         for (code, status) in expected {
             let parsed = ErrorCode::from_code_str(code).unwrap_or_else(|| panic!("{code} missing"));
             assert_eq!(parsed.http_status(), *status, "{code}");
@@ -469,34 +493,61 @@ mod tests {
         assert_eq!(body["id"], "req-1");
         assert_eq!(body["status"], "failed");
         assert_eq!(body["error"]["code"], "RATE_LIMITED");
-        assert_eq!(body["error"]["documentation_url"], "https://jecp.dev/errors/rate_limited");
-        assert_eq!(body["error"]["details"]["documentation_url"], "https://jecp.dev/errors/rate_limited");
+        assert_eq!(
+            body["error"]["documentation_url"],
+            "https://jecp.dev/errors/rate_limited"
+        );
+        assert_eq!(
+            body["error"]["details"]["documentation_url"],
+            "https://jecp.dev/errors/rate_limited"
+        );
         assert_eq!(body["error"]["details"]["retry_after_seconds"], 27);
         assert_eq!(body["next_action"]["type"], "retry_after");
-        assert_eq!(body["next_action"]["hint"], body["next_action"]["description"]);
+        assert_eq!(
+            body["next_action"]["hint"],
+            body["next_action"]["description"]
+        );
         assert_eq!(error.retry_after_seconds, Some(27));
     }
 
     #[test]
     fn retry_after_is_clamped_to_spec_range() {
-        assert_eq!(JecpError::new(ErrorCode::RateLimited, "x").retry_after(0).retry_after_seconds, Some(1));
-        assert_eq!(JecpError::new(ErrorCode::RateLimited, "x").retry_after(9_999).retry_after_seconds, Some(600));
+        assert_eq!(
+            JecpError::new(ErrorCode::RateLimited, "x")
+                .retry_after(0)
+                .retry_after_seconds,
+            Some(1)
+        );
+        assert_eq!(
+            JecpError::new(ErrorCode::RateLimited, "x")
+                .retry_after(9_999)
+                .retry_after_seconds,
+            Some(600)
+        );
     }
 
     #[test]
     fn default_hints_point_at_recovery() {
         let body = JecpError::new(ErrorCode::AuthRequired, "x").to_envelope(None, &links());
         assert_eq!(body["next_action"]["type"], "register");
-        assert_eq!(body["next_action"]["api"], "https://hub.example/api/agents/register");
+        assert_eq!(
+            body["next_action"]["api"],
+            "https://hub.example/api/agents/register"
+        );
         assert!(body.get("id").is_none());
         let body = JecpError::new(ErrorCode::InsufficientBalance, "x").to_envelope(None, &links());
         assert_eq!(body["next_action"]["type"], "topup");
-        assert_eq!(body["next_action"]["allowed_amounts_usd"], json!([5, 20, 100]));
+        assert_eq!(
+            body["next_action"]["allowed_amounts_usd"],
+            json!([5, 20, 100])
+        );
         let body = JecpError::new(ErrorCode::MandateExpired, "x").to_envelope(None, &links());
         assert_eq!(body["next_action"]["type"], "renew_mandate");
         let body = JecpError::new(ErrorCode::InternalError, "x").to_envelope(None, &links());
         assert!(body.get("next_action").is_none());
-        let body = JecpError::new(ErrorCode::AuthRequired, "x").without_next_action().to_envelope(None, &links());
+        let body = JecpError::new(ErrorCode::AuthRequired, "x")
+            .without_next_action()
+            .to_envelope(None, &links());
         assert!(body.get("next_action").is_none());
     }
 
@@ -505,6 +556,9 @@ mod tests {
         let body = JecpError::new(ErrorCode::ProvenanceMismatch, "x")
             .detail("subcause", "nonce_replay")
             .to_envelope(None, &links());
-        assert_eq!(body["error"]["documentation_url"], "https://jecp.dev/errors/provenance_mismatch#nonce_replay");
+        assert_eq!(
+            body["error"]["documentation_url"],
+            "https://jecp.dev/errors/provenance_mismatch#nonce_replay"
+        );
     }
 }

@@ -1,1 +1,498 @@
-//! (placeholder module; being written)
+//! The store: one redb file in the data directory, versioned rkyv records, and
+//! the single writer thread that group-commits everything (DESIGN §4).
+//!
+//! # Writer and group commit
+//!
+//! [`Store::open`] loads the file into a [`Ledger`], checks every invariant,
+//! and spawns one writer thread that owns the redb `Database` and is the only
+//! mutator of the ledger. Callers queue [`Command`]s on a bounded queue
+//! ([`StoreOptions::queue_capacity`]; a full queue answers
+//! [`StoreError::Busy`], which maps to 503 `SERVICE_DEGRADED` with
+//! `Retry-After`, never unbounded memory). The writer drains up to
+//! [`StoreOptions::batch_max`] queued commands, applies them to the ledger in
+//! order (a ledger error goes back to that caller only), writes the batch's
+//! durable effects — transfers, account rows, agents, idempotency records,
+//! nonces — into ONE write transaction, commits once, then wakes every waiter.
+//! Under load thousands of charges share one fsync; an idle Hub commits one at
+//! a time.
+//!
+//! `Hold` and `Void` are memory-only (holds do not survive a restart, which
+//! equals a void) and are answered right after apply. If a batch's commit
+//! fails, every durable waiter in it gets [`StoreError::Degraded`], the error
+//! is logged and shown in [`Store::health`], the database is reopened and the
+//! ledger is put back to exactly what the file holds (undo journal, or a full
+//! reload when more than the batch was lost). A later `Post` of a hold created
+//! in the failed batch gets `Ledger(UnknownHold)`: that call was not charged.
+//!
+//! # Durability modes
+//!
+//! - [`Durability::Immediate`] (default): a waiter is woken only after the
+//!   fsync'd commit holding its effects. Acknowledged means durable.
+//! - [`Durability::Batched`]: commits use redb's non-durable commit and wake
+//!   waiters right after; an fsync'd commit follows at most
+//!   `fsync_interval_ms` later. **Loss window:** on power loss or `kill -9`,
+//!   acknowledged writes of the last `fsync_interval_ms` milliseconds may be
+//!   lost (all of them or none after the last fsync; the file stays
+//!   consistent). [`StoreHealth::loss_window_ms`] reports it for `/health`.
+
+pub mod admin;
+pub mod fault;
+pub mod records;
+mod tables;
+mod writer;
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::ledger::{AccountId, ChargeMemo, HoldId, Ledger, LedgerError, Posted, Transfer};
+use crate::money::Micros;
+use crate::protocol::{ErrorCode, JecpError};
+use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
+
+pub use fault::{FaultSwitch, FaultyBackend};
+pub use tables::DATABASE_FILE;
+
+/// When a waiter is woken relative to the disk. See the module doc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Immediate,
+    Batched { fsync_interval_ms: u64 },
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Immediate => "immediate",
+            Durability::Batched { .. } => "batched",
+        }
+    }
+
+    /// Acknowledged writes that a crash may lose, in milliseconds (0 = none).
+    pub fn loss_window_ms(self) -> u64 {
+        match self {
+            Durability::Immediate => 0,
+            Durability::Batched { fsync_interval_ms } => fsync_interval_ms,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Commands that may wait for the writer; beyond it callers get `Busy`.
+    pub queue_capacity: usize,
+    /// Most commands applied and committed in one transaction.
+    pub batch_max: usize,
+    /// Injected I/O failures for tests; `None` in production.
+    pub fault: Option<FaultSwitch>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { durability: Durability::Immediate, queue_capacity: 65_536, batch_max: 8_192, fault: None }
+    }
+}
+
+/// What the store loaded at start-up besides the ledger (which stays inside).
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub agents: Vec<AgentRecord>,
+    pub idempotency: Vec<IdempotencyRecord>,
+    pub nonces: Vec<NonceRecord>,
+    /// The next unused wallet account number (≥ `AccountId::FIRST_WALLET`).
+    pub next_wallet_account: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The writer queue is full.
+    Busy { retry_after_s: u64 },
+    /// A commit or the disk failed; the write did not happen.
+    Degraded(String),
+    /// The store is shutting down or shut down.
+    Closed,
+    Ledger(LedgerError),
+    Corrupt(String),
+    NewerFormat { found: u8, supported: u8 },
+    Io(String),
+    /// Another process holds the data directory.
+    Locked(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Busy { retry_after_s } => {
+                write!(f, "the store's write queue is full; retry in {retry_after_s} s")
+            }
+            StoreError::Degraded(detail) => write!(f, "storage is degraded: {detail}"),
+            StoreError::Closed => f.write_str("the store is shut down"),
+            StoreError::Ledger(error) => write!(f, "ledger: {error}"),
+            StoreError::Corrupt(detail) => write!(f, "the store file is corrupt: {detail}"),
+            StoreError::NewerFormat { found, supported } => write!(
+                f,
+                "the store was written by a newer jecp-hub (format version {found}; this build reads up to {supported}); upgrade jecp-hub"
+            ),
+            StoreError::Io(detail) => write!(f, "storage I/O error: {detail}"),
+            StoreError::Locked(detail) => f.write_str(detail),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<LedgerError> for StoreError {
+    fn from(error: LedgerError) -> Self {
+        StoreError::Ledger(error)
+    }
+}
+
+impl StoreError {
+    /// The JECP error a handler should answer with. Storage trouble is 503
+    /// `SERVICE_DEGRADED` with `Retry-After`; the call was not charged.
+    pub fn to_jecp(&self) -> JecpError {
+        match self {
+            StoreError::Busy { retry_after_s } => {
+                JecpError::new(ErrorCode::ServiceDegraded, "the hub is at capacity; retry shortly").retry_after(*retry_after_s)
+            }
+            StoreError::Degraded(_) | StoreError::Io(_) | StoreError::Closed | StoreError::Locked(_) => {
+                JecpError::new(ErrorCode::ServiceDegraded, "storage is temporarily unavailable; the call was not charged")
+                    .retry_after(5)
+            }
+            StoreError::Corrupt(_) | StoreError::NewerFormat { .. } => {
+                JecpError::new(ErrorCode::InternalError, "the hub's store cannot be read")
+            }
+            StoreError::Ledger(error) => ledger_error_to_jecp(error),
+        }
+    }
+}
+
+fn ledger_error_to_jecp(error: &LedgerError) -> JecpError {
+    match error {
+        LedgerError::InsufficientFunds { required, available } => {
+            JecpError::new(ErrorCode::InsufficientBalance, "wallet balance is too low for this call")
+                .detail("required", required.to_json())
+                .detail("available", available.to_json())
+        }
+        LedgerError::FreeCallsExhausted => {
+            JecpError::new(ErrorCode::PaymentRequired, "the free-call allowance is used up")
+        }
+        // The hold vanished with a failed commit: the call was not charged.
+        LedgerError::UnknownHold(_) => {
+            JecpError::new(ErrorCode::ServiceDegraded, "storage was briefly unavailable; the call was not charged")
+                .retry_after(1)
+        }
+        LedgerError::DuplicateReference => JecpError::new(ErrorCode::Conflict, "this credit reference was already used"),
+        LedgerError::UnknownAccount(_)
+        | LedgerError::AccountExists(_)
+        | LedgerError::NotAWallet(_)
+        | LedgerError::ZeroAmount
+        | LedgerError::Overflow => JecpError::new(ErrorCode::InternalError, format!("ledger rejected the operation: {error}")),
+    }
+}
+
+/// One write for the writer thread. See each variant for its reply.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Register: agent row + wallet account in one commit → `Reply::Done`.
+    OpenWallet { account: AccountId, agent: AgentRecord },
+    /// Rotate / freeze / floor → `Reply::Done` (durable).
+    PutAgent(AgentRecord),
+    /// → `Reply::Credited(Transfer)`, or `Reply::AlreadyCredited` for a used reference.
+    Credit { wallet: AccountId, amount: Micros, reference: String },
+    /// → `Reply::Held(HoldId)`; memory only.
+    Hold { wallet: AccountId, amount: Micros },
+    /// → `Reply::Done`; memory only.
+    Void { hold: HoldId },
+    /// Durable → `Reply::Posted`; `idempotency` is written in the same transaction.
+    Post { hold: HoldId, provider: AccountId, memo: ChargeMemo, idempotency: Option<IdempotencyRecord> },
+    /// Durable → `Reply::Posted`; promotions pays.
+    ChargeFree {
+        wallet: AccountId,
+        cost: Micros,
+        provider: AccountId,
+        free_allowance: u64,
+        memo: ChargeMemo,
+        idempotency: Option<IdempotencyRecord>,
+    },
+    /// Durable → `Reply::Done`; normally via [`Store::enqueue`].
+    PutNonce(NonceRecord),
+    /// Durable → `Reply::Done`.
+    PutIdempotency(IdempotencyRecord),
+    /// Deletes idempotency and nonce rows expired at `now_s` → `Reply::Done`.
+    Sweep { now_s: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    Held(HoldId),
+    Credited(Transfer),
+    AlreadyCredited,
+    Posted(Posted),
+}
+
+/// Store state for `/health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// False after a failed commit until the next successful one.
+    pub ok: bool,
+    pub last_error: Option<String>,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub commits: u64,
+    pub failed_commits: u64,
+    pub last_commit_ms_ago: Option<u64>,
+    pub durability: &'static str,
+    /// Acknowledged writes a crash may lose (0 in `immediate` mode).
+    pub loss_window_ms: u64,
+}
+
+/// Counters the writer publishes and handles read.
+#[derive(Debug)]
+struct Shared {
+    queue_depth: AtomicUsize,
+    commits: AtomicU64,
+    failed_commits: AtomicU64,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    last_commit: Mutex<Option<Instant>>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<Reply, StoreError>>;
+
+enum Job {
+    Run { command: Command, waiter: Option<Waiter> },
+    /// Drain what is queued before it, make a durable commit, stop.
+    Shutdown,
+}
+
+struct Inner {
+    sender: SyncSender<Job>,
+    ledger: Arc<RwLock<Ledger>>,
+    shared: Arc<Shared>,
+    durability: Durability,
+    queue_capacity: usize,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The handle to the writer thread. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("durability", &self.inner.durability).finish_non_exhaustive()
+    }
+}
+
+/// Opens (or creates) the database file with the fault seam in place.
+fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Database, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|error| StoreError::Io(format!("opening {}: {error}", path.display())))?;
+    let backend = FaultyBackend::new(file, fault).map_err(|e| tables::redb_error(&path.display().to_string(), e))?;
+    redb::Database::builder()
+        .create_with_backend(backend)
+        .map_err(|error| tables::redb_error(&path.display().to_string(), error))
+}
+
+/// Creates missing tables and stamps the schema version; refuses newer files.
+fn initialize(db: &redb::Database) -> Result<(), StoreError> {
+    let context = "initializing tables";
+    let txn = db.begin_write().map_err(|e| tables::redb_error(context, e))?;
+    {
+        let mut meta = txn.open_table(tables::META).map_err(|e| tables::redb_error(context, e))?;
+        let version = meta.get(tables::META_SCHEMA_VERSION).map_err(|e| tables::redb_error(context, e))?.map(|v| v.value());
+        match version {
+            Some(found) if found > tables::SCHEMA_VERSION => {
+                return Err(StoreError::NewerFormat {
+                    found: u8::try_from(found).unwrap_or(u8::MAX),
+                    supported: tables::SCHEMA_VERSION as u8,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)
+                    .map_err(|e| tables::redb_error(context, e))?;
+            }
+        }
+        txn.open_table(tables::AGENTS).map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::ACCOUNTS).map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::TRANSFERS).map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::IDEMPOTENCY).map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::NONCES).map_err(|e| tables::redb_error(context, e))?;
+    }
+    txn.commit().map_err(|e| tables::redb_error(context, e))
+}
+
+/// Loads the file and refuses to start on any broken invariant.
+fn load(db: &redb::Database) -> Result<tables::State, StoreError> {
+    let txn = db.begin_read().map_err(|e| tables::redb_error("loading the store", e))?;
+    let state = tables::read_state(&txn, true)?;
+    if !state.violations.is_empty() {
+        let listed: Vec<String> = state.violations.iter().take(20).map(ToString::to_string).collect();
+        return Err(StoreError::Corrupt(format!(
+            "{} invariant violation(s) in the store (run `jecp-hub ledger verify`): {}",
+            state.violations.len(),
+            listed.join("; ")
+        )));
+    }
+    Ok(state)
+}
+
+impl Store {
+    /// Opens the store in `data_dir`, loads and verifies it, and spawns the writer thread.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| StoreError::Io(format!("creating data directory {}: {error}", data_dir.display())))?;
+        let path: PathBuf = data_dir.join(DATABASE_FILE);
+        let db = open_database(&path, options.fault.clone())?;
+        initialize(&db)?;
+        let state = load(&db)?;
+        let next_wallet_account = state
+            .ledger
+            .accounts()
+            .map(|account| account.id.0 + 1)
+            .chain(state.agents.iter().map(|agent| agent.wallet_account.saturating_add(1)))
+            .fold(AccountId::FIRST_WALLET, u64::max);
+        tracing::info!(
+            path = %path.display(),
+            accounts = state.account_count,
+            transfers = state.transfer_count,
+            agents = state.agents.len(),
+            durability = options.durability.as_str(),
+            "store loaded"
+        );
+        let loaded = Loaded { agents: state.agents, idempotency: state.idempotency, nonces: state.nonces, next_wallet_account };
+
+        let queue_capacity = options.queue_capacity.max(1);
+        let (sender, receiver) = mpsc::sync_channel(queue_capacity);
+        let ledger = Arc::new(RwLock::new(state.ledger));
+        let shared = Arc::new(Shared {
+            queue_depth: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            last_commit: Mutex::new(None),
+        });
+        let writer = writer::Writer::new(
+            db,
+            path,
+            options.fault,
+            Arc::clone(&ledger),
+            Arc::clone(&shared),
+            options.durability,
+            options.batch_max.max(1),
+            state.commit_seq,
+        );
+        let thread = std::thread::Builder::new()
+            .name("jecp-store-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| StoreError::Io(format!("spawning the writer thread: {error}")))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                sender,
+                ledger,
+                shared,
+                durability: options.durability,
+                queue_capacity,
+                closed: AtomicBool::new(false),
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((store, loaded))
+    }
+
+    fn submit(&self, command: Command, waiter: Option<Waiter>) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        // Count before sending so the writer's decrement can never underflow.
+        self.inner.shared.queue_depth.fetch_add(1, Ordering::AcqRel);
+        match self.inner.sender.try_send(Job::Run { command, waiter }) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.inner.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
+                match error {
+                    TrySendError::Full(_) => Err(StoreError::Busy { retry_after_s: 1 }),
+                    TrySendError::Disconnected(_) => Err(StoreError::Closed),
+                }
+            }
+        }
+    }
+
+    /// Queues a command and waits for its reply (after the fsync in `immediate` mode).
+    pub async fn execute(&self, command: Command) -> Result<Reply, StoreError> {
+        let (waiter, reply) = tokio::sync::oneshot::channel();
+        self.submit(command, Some(waiter))?;
+        reply.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Queues a durable write without waiting (nonces, sweeps). Failures are logged by the writer.
+    pub fn enqueue(&self, command: Command) -> Result<(), StoreError> {
+        self.submit(command, None)
+    }
+
+    /// Runs `f` under a short read lock of the in-memory ledger.
+    pub fn read_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
+        let ledger = self.inner.ledger.read().unwrap_or_else(PoisonError::into_inner);
+        f(&ledger)
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let shared = &self.inner.shared;
+        StoreHealth {
+            ok: shared.healthy.load(Ordering::Acquire),
+            last_error: shared.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            queue_depth: shared.queue_depth.load(Ordering::Acquire),
+            queue_capacity: self.inner.queue_capacity,
+            commits: shared.commits.load(Ordering::Acquire),
+            failed_commits: shared.failed_commits.load(Ordering::Acquire),
+            last_commit_ms_ago: shared
+                .last_commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            durability: self.inner.durability.as_str(),
+            loss_window_ms: self.inner.durability.loss_window_ms(),
+        }
+    }
+
+    /// Refuses new commands, lets the writer drain the queue, make a final
+    /// durable commit and close the file, and joins it.
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            // Someone else is shutting down; still wait for the thread below.
+        } else {
+            let sender = self.inner.sender.clone();
+            // A blocking send: the queue may be full, and the shutdown marker
+            // must land behind everything already accepted.
+            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown)).await;
+        }
+        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The redb tables, and loading them into a [`Ledger`] with every invariant checked.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `agents` | agent_id | `AgentRecord` |
+//! | `accounts` | account number (u64) | `AccountRecord` (posted balances, counters) |
+//! | `transfers` | transfer id (u128, time-ordered) | `TransferRecord`; append-only, never updated |
+//! | `idempotency` | `agent_id \0 request_key` | `IdempotencyRecord` |
+//! | `nonces` | `agent_id \0 nonce` | `NonceRecord` |
+//! | `meta` | name | u64 (`schema_version`, `commit_seq`) |
+//!
+//! Account rows are a cache of what the transfers imply: loading replays
+//! every transfer and reports any row that disagrees, so a torn or tampered
+//! file cannot start with wrong balances.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle};
+
+use super::StoreError;
+use super::records::{AccountRecord, TransferRecord, decode};
+use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
+use crate::money::Micros;
+use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
+
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
+pub const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+pub const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The table layout version this build writes and the newest it reads.
+pub const SCHEMA_VERSION: u64 = 1;
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+/// Incremented by every commit; compared after a failed commit to learn
+/// what actually reached the file.
+pub const META_COMMIT_SEQ: &str = "commit_seq";
+
+/// The file name inside the data directory.
+pub const DATABASE_FILE: &str = "hub.redb";
+
+pub fn idempotency_key(agent_id: &str, request_key: &str) -> String {
+    format!("{agent_id}\0{request_key}")
+}
+
+pub fn nonce_key(agent_id: &str, nonce: &str) -> String {
+    format!("{agent_id}\0{nonce}")
+}
+
+/// Maps any redb error into the store's vocabulary.
+pub fn redb_error(context: &str, error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        redb::Error::DatabaseAlreadyOpen => StoreError::Locked(format!(
+            "{context}: the data directory is in use by another jecp-hub process (the database file is locked)"
+        )),
+        redb::Error::Corrupted(detail) => StoreError::Corrupt(format!("{context}: {detail}")),
+        redb::Error::UpgradeRequired(version) => StoreError::Corrupt(format!(
+            "{context}: the file uses the old redb file format {version} and must be upgraded first"
+        )),
+        other => StoreError::Io(format!("{context}: {other}")),
+    }
+}
+
+/// Everything read from the file.
+#[derive(Debug)]
+pub struct State {
+    pub ledger: Ledger,
+    pub agents: Vec<AgentRecord>,
+    pub idempotency: Vec<IdempotencyRecord>,
+    pub nonces: Vec<NonceRecord>,
+    pub commit_seq: u64,
+    pub transfer_count: u64,
+    pub account_count: u64,
+    /// Every broken invariant found; empty for a healthy file.
+    pub violations: Vec<Violation>,
+}
+
+/// Opens a table for reading; a table that was never created reads as empty.
+fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(redb_error(&format!("opening table `{}`", definition.name()), error)),
+    }
+}
+
+pub fn read_commit_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let Some(meta) = open_table(txn, META)? else { return Ok(0) };
+    let value = meta.get(META_COMMIT_SEQ).map_err(|e| redb_error("reading meta", e))?;
+    Ok(value.map(|guard| guard.value()).unwrap_or(0))
+}
+
+/// Reads the whole file: rebuilds the ledger from account rows and the
+/// transfer log and checks it. `with_records` also loads agents,
+/// idempotency records and nonces (the admin tools skip them).
+pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, StoreError> {
+    if let Some(meta) = open_table(txn, META)? {
+        let version = meta.get(META_SCHEMA_VERSION).map_err(|e| redb_error("reading meta", e))?;
+        if let Some(version) = version.map(|guard| guard.value())
+            && version > SCHEMA_VERSION
+        {
+            tracing::error!(found = version, supported = SCHEMA_VERSION, "store schema written by a newer jecp-hub");
+            return Err(StoreError::NewerFormat {
+                found: u8::try_from(version).unwrap_or(u8::MAX),
+                supported: SCHEMA_VERSION as u8,
+            });
+        }
+    }
+    let commit_seq = read_commit_seq(txn)?;
+    let mut ledger = Ledger::new();
+    let mut violations = Vec::new();
+
+    // Account rows: kinds and counters now, balances to compare later.
+    let mut stored_balances: BTreeMap<AccountId, (Micros, Micros)> = BTreeMap::new();
+    if let Some(accounts) = open_table(txn, ACCOUNTS)? {
+        for entry in accounts.iter().map_err(|e| redb_error("reading accounts", e))? {
+            let (key, value) = entry.map_err(|e| redb_error("reading accounts", e))?;
+            let key = key.value();
+            let record: AccountRecord = decode("accounts", &key, value.value())?;
+            let kind = record.kind().map_err(|detail| StoreError::Corrupt(format!("table `accounts` key {key}: {detail}")))?;
+            if record.id != key {
+                return Err(StoreError::Corrupt(format!("table `accounts` key {key}: row holds account {}", record.id)));
+            }
+            let balances = (
+                Micros::new(record.credits_posted)
+                    .ok_or_else(|| StoreError::Corrupt(format!("table `accounts` key {key}: credits out of range")))?,
+                Micros::new(record.debits_posted)
+                    .ok_or_else(|| StoreError::Corrupt(format!("table `accounts` key {key}: debits out of range")))?,
+            );
+            ledger.restore_account(AccountId(key), kind, record.charges_posted, record.free_calls_used);
+            stored_balances.insert(AccountId(key), balances);
+        }
+    }
+
+    // The transfer log, in id order. Legs of one charge have consecutive ids
+    // (the ledger books them together), so splits are checked group by group
+    // without holding the whole log in memory.
+    let mut transfer_count = 0u64;
+    if let Some(transfers) = open_table(txn, TRANSFERS)? {
+        let mut group: Vec<Transfer> = Vec::with_capacity(3);
+        for entry in transfers.iter().map_err(|e| redb_error("reading transfers", e))? {
+            let (key, value) = entry.map_err(|e| redb_error("reading transfers", e))?;
+            let key = key.value();
+            let record: TransferRecord = decode("transfers", &format_args!("{key:032x}"), value.value())?;
+            let transfer = record
+                .into_transfer()
+                .map_err(|detail| StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}")))?;
+            if transfer.id.0 != key {
+                return Err(StoreError::Corrupt(format!("table `transfers` key {key:032x}: row holds transfer {:032x}", transfer.id.0)));
+            }
+            transfer_count += 1;
+            match ledger.replay_transfer(&transfer) {
+                Ok(()) => {}
+                Err(LedgerError::UnknownAccount(account)) => {
+                    violations.push(Violation::UnknownAccount { transfer: key, account });
+                    continue;
+                }
+                Err(error) => {
+                    return Err(StoreError::Corrupt(format!("table `transfers` key {key:032x}: cannot replay: {error}")));
+                }
+            }
+            if group.first().is_some_and(|first| first.charge != transfer.charge || transfer.charge.is_none()) {
+                violations.extend(verify_transfers(&group));
+                group.clear();
+            }
+            group.push(transfer);
+        }
+        violations.extend(verify_transfers(&group));
+    }
+
+    let mut account_count = 0u64;
+    for account in ledger.accounts() {
+        account_count += 1;
+        let (stored_credits, stored_debits) = stored_balances.get(&account.id).copied().unwrap_or_default();
+        for (field, stored, recomputed) in [
+            ("credits_posted", stored_credits, account.credits_posted),
+            ("debits_posted", stored_debits, account.debits_posted),
+        ] {
+            if stored != recomputed {
+                violations.push(Violation::BalanceMismatch { account: account.id, field, stored, recomputed });
+            }
+        }
+    }
+    violations.extend(ledger.verify());
+    violations.sort_by_key(|violation| violation.to_string());
+
+    let mut state = State {
+        ledger,
+        agents: Vec::new(),
+        idempotency: Vec::new(),
+        nonces: Vec::new(),
+        commit_seq,
+        transfer_count,
+        account_count,
+        violations,
+    };
+    if with_records {
+        state.agents = read_all(txn, AGENTS, "agents")?;
+        state.idempotency = read_all(txn, IDEMPOTENCY, "idempotency")?;
+        state.nonces = read_all(txn, NONCES, "nonces")?;
+    }
+    Ok(state)
+}
+
+fn read_all<T>(txn: &ReadTransaction, definition: TableDefinition<&str, &[u8]>, name: &str) -> Result<Vec<T>, StoreError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let Some(table) = open_table(txn, definition)? else { return Ok(Vec::new()) };
+    let mut records = Vec::new();
+    for entry in table.iter().map_err(|e| redb_error(&format!("reading {name}"), e))? {
+        let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
+        // Keys hold a NUL separator; show it escaped in messages.
+        let shown = key.value().escape_debug().to_string();
+        records.push(decode(name, &shown, value.value())?);
+    }
+    Ok(records)
+}

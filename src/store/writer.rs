@@ -1,0 +1,449 @@
+//! The writer thread: the only owner of the redb `Database` and the only
+//! mutator of the ledger. One batch = apply in order, one write transaction,
+//! one commit, then wake the waiters. See the parent module doc.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase};
+
+use super::records::{AccountRecord, TransferRecord, encode};
+use super::tables::{self, redb_error};
+use super::{Command, Durability, FaultSwitch, Job, Reply, Shared, StoreError, Waiter};
+use crate::ledger::{Ledger, LedgerError, Transfer};
+use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
+
+/// A durable write that is not a ledger transfer or account row.
+enum Effect {
+    Agent(AgentRecord),
+    Idempotency(IdempotencyRecord),
+    Nonce(NonceRecord),
+    Sweep { now_s: i64 },
+}
+
+/// A reply waiting for the batch's commit.
+struct Pending {
+    waiter: Option<Waiter>,
+    result: Result<Reply, StoreError>,
+}
+
+pub(super) struct Writer {
+    db: Option<Database>,
+    path: PathBuf,
+    fault: Option<FaultSwitch>,
+    ledger: Arc<RwLock<Ledger>>,
+    shared: Arc<Shared>,
+    durability: Durability,
+    batch_max: usize,
+    /// `commit_seq` of the last successful commit (durable or not).
+    commit_seq: u64,
+    /// Set while non-durable commits (batched mode) wait for an fsync.
+    unsynced_since: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn reply(waiter: Option<Waiter>, result: Result<Reply, StoreError>) {
+    match waiter {
+        // The caller may have given up (its future dropped); nothing to do then.
+        Some(waiter) => {
+            let _ = waiter.send(result);
+        }
+        None => {
+            if let Err(error) = result {
+                tracing::warn!(%error, "queued store write failed");
+            }
+        }
+    }
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        db: Database,
+        path: PathBuf,
+        fault: Option<FaultSwitch>,
+        ledger: Arc<RwLock<Ledger>>,
+        shared: Arc<Shared>,
+        durability: Durability,
+        batch_max: usize,
+        commit_seq: u64,
+    ) -> Writer {
+        Writer { db: Some(db), path, fault, ledger, shared, durability, batch_max, commit_seq, unsynced_since: None }
+    }
+
+    pub(super) fn run(mut self, receiver: Receiver<Job>) {
+        let mut batch: Vec<(Command, Option<Waiter>)> = Vec::with_capacity(self.batch_max);
+        loop {
+            let first = match self.fsync_deadline() {
+                None => receiver.recv().ok(),
+                Some(deadline) => match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let mut stop = match first {
+                None | Some(Job::Shutdown) => true,
+                Some(Job::Run { command, waiter }) => {
+                    batch.push((command, waiter));
+                    false
+                }
+            };
+            while !stop && batch.len() < self.batch_max {
+                match receiver.try_recv() {
+                    Ok(Job::Run { command, waiter }) => batch.push((command, waiter)),
+                    Ok(Job::Shutdown) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            self.shared.queue_depth.fetch_sub(batch.len(), Ordering::AcqRel);
+            if !batch.is_empty() {
+                self.process(&mut batch);
+            }
+            if stop {
+                if self.unsynced_since.is_some() {
+                    self.sync();
+                }
+                // Late arrivals behind the shutdown marker are refused, not dropped silently.
+                while let Ok(job) = receiver.try_recv() {
+                    if let Job::Run { waiter, .. } = job {
+                        self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
+                        reply(waiter, Err(StoreError::Closed));
+                    }
+                }
+                self.db = None;
+                tracing::info!("store writer stopped");
+                return;
+            }
+        }
+    }
+
+    fn fsync_deadline(&self) -> Option<Instant> {
+        match (self.durability, self.unsynced_since) {
+            (Durability::Batched { fsync_interval_ms }, Some(since)) => {
+                Some(since + Duration::from_millis(fsync_interval_ms))
+            }
+            _ => None,
+        }
+    }
+
+    fn lock_ledger(&self) -> std::sync::RwLockWriteGuard<'_, Ledger> {
+        self.ledger.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a batch, commits it once and wakes its waiters.
+    fn process(&mut self, batch: &mut Vec<(Command, Option<Waiter>)>) {
+        if let Err(error) = self.ensure_database(false) {
+            for (_, waiter) in batch.drain(..) {
+                reply(waiter, Err(StoreError::Degraded(error.clone())));
+            }
+            return;
+        }
+        let now_ms = now_ms();
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut effects: Vec<Effect> = Vec::new();
+        let rows: Vec<AccountRecord>;
+        {
+            let mut ledger = self.lock_ledger();
+            ledger.begin_batch();
+            for (command, waiter) in batch.drain(..) {
+                match apply(&mut ledger, command, now_ms, &mut effects) {
+                    // Memory-only work and ledger refusals need no commit: answer now.
+                    Applied::Now(result) => reply(waiter, result),
+                    Applied::AfterCommit(result) => pending.push(Pending { waiter, result }),
+                }
+            }
+            let needs_commit = !effects.is_empty()
+                || pending.iter().any(|p| matches!(p.result, Ok(Reply::Posted(_) | Reply::Credited(_))));
+            if !needs_commit {
+                ledger.commit_batch();
+                drop(ledger);
+                for Pending { waiter, result } in pending {
+                    reply(waiter, result);
+                }
+                return;
+            }
+            rows = ledger
+                .batch_touched()
+                .iter()
+                .filter_map(|id| ledger.account(*id))
+                .map(AccountRecord::from)
+                .collect();
+        }
+        // The ledger lock is released during the commit so readers never wait
+        // on an fsync; this thread is the only mutator, so nothing can change
+        // the ledger before the batch is committed or rolled back below.
+        match self.commit(&rows, &pending, &effects) {
+            Ok(()) => {
+                self.lock_ledger().commit_batch();
+                self.record_success();
+                for Pending { waiter, result } in pending {
+                    reply(waiter, result);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                self.recover(&message);
+                for Pending { waiter, .. } in pending {
+                    reply(waiter, Err(StoreError::Degraded(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// Writes one batch in one transaction and commits it.
+    fn commit(&mut self, rows: &[AccountRecord], pending: &[Pending], effects: &[Effect]) -> Result<(), StoreError> {
+        let db = self.db.as_ref().ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
+        let context = "committing a batch";
+        let durable = match self.durability {
+            Durability::Immediate => true,
+            Durability::Batched { fsync_interval_ms } => self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= Duration::from_millis(fsync_interval_ms)),
+        };
+        let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
+        txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })
+            .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
+        {
+            let mut accounts = txn.open_table(tables::ACCOUNTS).map_err(|e| redb_error(context, e))?;
+            for row in rows {
+                accounts.insert(row.id, encode(row)?.as_slice()).map_err(|e| redb_error(context, e))?;
+            }
+            let mut transfers = txn.open_table(tables::TRANSFERS).map_err(|e| redb_error(context, e))?;
+            let mut write_transfer = |transfer: &Transfer| -> Result<(), StoreError> {
+                let bytes = encode(&TransferRecord::from(transfer))?;
+                transfers.insert(transfer.id.0, bytes.as_slice()).map_err(|e| redb_error(context, e))?;
+                Ok(())
+            };
+            for entry in pending {
+                match &entry.result {
+                    Ok(Reply::Credited(transfer)) => write_transfer(transfer)?,
+                    Ok(Reply::Posted(posted)) => {
+                        for transfer in &posted.transfers {
+                            write_transfer(transfer)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut agents = txn.open_table(tables::AGENTS).map_err(|e| redb_error(context, e))?;
+            let mut idempotency = txn.open_table(tables::IDEMPOTENCY).map_err(|e| redb_error(context, e))?;
+            let mut nonces = txn.open_table(tables::NONCES).map_err(|e| redb_error(context, e))?;
+            for effect in effects {
+                match effect {
+                    Effect::Agent(agent) => {
+                        agents.insert(agent.agent_id.as_str(), encode(agent)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                    }
+                    Effect::Idempotency(record) => {
+                        let key = tables::idempotency_key(&record.agent_id, &record.request_key);
+                        idempotency.insert(key.as_str(), encode(record)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                    }
+                    Effect::Nonce(record) => {
+                        let key = tables::nonce_key(&record.agent_id, &record.nonce);
+                        nonces.insert(key.as_str(), encode(record)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                    }
+                    Effect::Sweep { now_s } => {
+                        let now_s = *now_s;
+                        // Unreadable rows are kept: deleting is never the way to handle them.
+                        idempotency
+                            .retain(|key, value| {
+                                super::records::decode::<IdempotencyRecord>("idempotency", &key.escape_debug(), value)
+                                    .map_or(true, |record| record.expires_at_s > now_s)
+                            })
+                            .map_err(|e| redb_error(context, e))?;
+                        nonces
+                            .retain(|key, value| {
+                                super::records::decode::<NonceRecord>("nonces", &key.escape_debug(), value)
+                                    .map_or(true, |record| record.expires_at_s > now_s)
+                            })
+                            .map_err(|e| redb_error(context, e))?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(tables::META).map_err(|e| redb_error(context, e))?;
+            meta.insert(tables::META_COMMIT_SEQ, self.commit_seq + 1).map_err(|e| redb_error(context, e))?;
+        }
+        txn.commit().map_err(|e| redb_error(context, e))?;
+        self.commit_seq += 1;
+        if durable {
+            self.unsynced_since = None;
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Batched mode: makes every earlier non-durable commit durable.
+    fn sync(&mut self) {
+        let result = (|| -> Result<(), StoreError> {
+            let db = self.db.as_ref().ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
+            let context = "fsync commit";
+            let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
+            txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
+            {
+                // Rewriting the sequence gives the commit something to persist.
+                let mut meta = txn.open_table(tables::META).map_err(|e| redb_error(context, e))?;
+                meta.insert(tables::META_COMMIT_SEQ, self.commit_seq).map_err(|e| redb_error(context, e))?;
+            }
+            txn.commit().map_err(|e| redb_error(context, e))
+        })();
+        match result {
+            Ok(()) => {
+                self.unsynced_since = None;
+                self.record_success();
+            }
+            Err(error) => {
+                self.unsynced_since = None;
+                self.recover(&error.to_string());
+            }
+        }
+    }
+
+    fn record_success(&self) {
+        self.shared.commits.fetch_add(1, Ordering::AcqRel);
+        self.shared.healthy.store(true, Ordering::Release);
+        *self.shared.last_commit.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// After a failed commit: reopen the file and make memory equal to it.
+    fn recover(&mut self, message: &str) {
+        tracing::error!(error = message, "store commit failed; failing the batch and reopening the database");
+        self.shared.failed_commits.fetch_add(1, Ordering::AcqRel);
+        self.shared.healthy.store(false, Ordering::Release);
+        *self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
+        // redb refuses every operation after an I/O error until reopened.
+        self.db = None;
+        if self.ensure_database(true).is_err() {
+            // The file cannot even be opened: keep memory at the last commit
+            // this thread saw succeed; the next batch retries the reopen and
+            // reconciles with what it finds.
+            self.lock_ledger().rollback_batch();
+        }
+    }
+
+    /// Reopens the database if it is closed, and reconciles the ledger with it:
+    /// the batch in flight landed (keep), did not land (undo it), or more was
+    /// lost (batched mode: reload everything from the file). `in_batch` says
+    /// whether the ledger's undo journal holds the batch that just failed.
+    fn ensure_database(&mut self, in_batch: bool) -> Result<(), String> {
+        if self.db.is_some() {
+            return Ok(());
+        }
+        let reopened = (|| -> Result<(Database, u64), StoreError> {
+            let db = super::open_database(&self.path, self.fault.clone())?;
+            let txn = db.begin_read().map_err(|e| redb_error("reading the reopened store", e))?;
+            let disk_seq = tables::read_commit_seq(&txn)?;
+            drop(txn);
+            Ok((db, disk_seq))
+        })();
+        let (db, disk_seq) = match reopened {
+            Ok(opened) => opened,
+            Err(error) => {
+                let message = format!("cannot reopen the store: {error}");
+                tracing::error!(error = %message, "store unavailable");
+                *self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
+                return Err(message);
+            }
+        };
+        let ledger_lock = Arc::clone(&self.ledger);
+        let mut ledger = ledger_lock.write().unwrap_or_else(PoisonError::into_inner);
+        if in_batch && disk_seq == self.commit_seq + 1 {
+            // The failed commit reached the file after all; memory already matches.
+            ledger.commit_batch();
+            self.commit_seq = disk_seq;
+        } else if disk_seq == self.commit_seq {
+            // No-op outside a batch: memory already equals the last commit.
+            ledger.rollback_batch();
+        } else {
+            let state = db.begin_read().map_err(|e| redb_error("reloading the store", e)).and_then(|txn| tables::read_state(&txn, false));
+            match state {
+                Ok(state) => {
+                    tracing::warn!(lost_commits = self.commit_seq.saturating_sub(disk_seq), "reloaded the ledger from the store after losing unsynced commits");
+                    *ledger = state.ledger;
+                    self.commit_seq = disk_seq;
+                }
+                Err(error) => {
+                    let message = format!("cannot reload the store: {error}");
+                    ledger.rollback_batch();
+                    return Err(message);
+                }
+            }
+        }
+        drop(ledger);
+        self.db = Some(db);
+        Ok(())
+    }
+}
+
+enum Applied {
+    Now(Result<Reply, StoreError>),
+    AfterCommit(Result<Reply, StoreError>),
+}
+
+fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<Effect>) -> Applied {
+    let refused = |error: LedgerError| Applied::Now(Err(StoreError::Ledger(error)));
+    match command {
+        Command::OpenWallet { account, agent } => match ledger.open_wallet(account) {
+            Ok(()) => {
+                effects.push(Effect::Agent(agent));
+                Applied::AfterCommit(Ok(Reply::Done))
+            }
+            Err(error) => refused(error),
+        },
+        Command::PutAgent(agent) => {
+            effects.push(Effect::Agent(agent));
+            Applied::AfterCommit(Ok(Reply::Done))
+        }
+        Command::Credit { wallet, amount, reference } => match ledger.credit(wallet, amount, &reference, now_ms) {
+            Ok(transfer) => Applied::AfterCommit(Ok(Reply::Credited(transfer))),
+            // The first credit may be in this very batch: answer after the commit.
+            Err(LedgerError::DuplicateReference) => Applied::AfterCommit(Ok(Reply::AlreadyCredited)),
+            Err(error) => refused(error),
+        },
+        Command::Hold { wallet, amount } => match ledger.hold(wallet, amount) {
+            Ok(hold) => Applied::Now(Ok(Reply::Held(hold))),
+            Err(error) => refused(error),
+        },
+        Command::Void { hold } => match ledger.void(hold) {
+            Ok(()) => Applied::Now(Ok(Reply::Done)),
+            Err(error) => refused(error),
+        },
+        Command::Post { hold, provider, memo, idempotency } => match ledger.post(hold, provider, memo, now_ms) {
+            Ok(posted) => {
+                effects.extend(idempotency.map(Effect::Idempotency));
+                Applied::AfterCommit(Ok(Reply::Posted(posted)))
+            }
+            Err(error) => refused(error),
+        },
+        Command::ChargeFree { wallet, cost, provider, free_allowance, memo, idempotency } => {
+            match ledger.charge_free(wallet, cost, provider, free_allowance, memo, now_ms) {
+                Ok(posted) => {
+                    effects.extend(idempotency.map(Effect::Idempotency));
+                    Applied::AfterCommit(Ok(Reply::Posted(posted)))
+                }
+                Err(error) => refused(error),
+            }
+        }
+        Command::PutNonce(record) => {
+            effects.push(Effect::Nonce(record));
+            Applied::AfterCommit(Ok(Reply::Done))
+        }
+        Command::PutIdempotency(record) => {
+            effects.push(Effect::Idempotency(record));
+            Applied::AfterCommit(Ok(Reply::Done))
+        }
+        Command::Sweep { now_s } => {
+            effects.push(Effect::Sweep { now_s });
+            Applied::AfterCommit(Ok(Reply::Done))
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `ledger verify` and `ledger export` over a real data directory, including
+//! tampered files that verify must catch precisely.
+
+use std::path::Path;
+
+use jecp_hub::ledger::{AccountId, ChargeMemo, ChargeMethod};
+use jecp_hub::money::Micros;
+use jecp_hub::records::AgentRecord;
+use jecp_hub::store::admin::{self, ExportFormat};
+use jecp_hub::store::records::{AccountRecord, TransferRecord, decode, encode};
+use jecp_hub::store::{Command, DATABASE_FILE, Reply, Store, StoreError, StoreOptions};
+use redb::{ReadableTable, TableDefinition};
+
+const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
+const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
+const PROVIDER_WALLET_FREE: u64 = 3;
+
+fn agent(wallet: AccountId) -> AgentRecord {
+    AgentRecord {
+        agent_id: format!("jecp_ag_{}", wallet.0),
+        wallet_account: wallet.0,
+        name: "admin".into(),
+        agent_type: None,
+        description: None,
+        homepage: None,
+        capabilities: vec![],
+        referred_by: None,
+        key_hash: [0; 32],
+        previous_key_hash: None,
+        previous_key_valid_until_s: None,
+        rotations_s: vec![],
+        created_at_s: 0,
+        frozen: false,
+        tier_floor: None,
+        rate_limit_rpm: None,
+    }
+}
+
+fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {
+    ChargeMemo {
+        agent_id: "jecp_ag_1000".into(),
+        capability: "pdf, \"quoted\"".into(),
+        action: "render".into(),
+        request_id: request.into(),
+        method,
+    }
+}
+
+/// One top-up of 2 USDC, two paid charges (0.005 and 0.000007), one free call.
+async fn populate(dir: &Path) {
+    let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
+    store.execute(Command::OpenWallet { account: WALLET, agent: agent(WALLET) }).await.unwrap();
+    store
+        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(2), reference: "stripe:pi_1".into() })
+        .await
+        .unwrap();
+    for (index, micros) in [5_000u64, 7].into_iter().enumerate() {
+        let Ok(Reply::Held(hold)) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(micros).unwrap() }).await else {
+            panic!("hold refused")
+        };
+        let posted = store
+            .execute(Command::Post { hold, provider: AccountId::HUB_PROVIDER, memo: memo(&format!("r{index}"), ChargeMethod::Wallet), idempotency: None })
+            .await;
+        assert!(matches!(posted, Ok(Reply::Posted(_))));
+    }
+    let free = store
+        .execute(Command::ChargeFree {
+            wallet: WALLET,
+            cost: Micros::new(1_000).unwrap(),
+            provider: AccountId::HUB_PROVIDER,
+            free_allowance: PROVIDER_WALLET_FREE,
+            memo: memo("free", ChargeMethod::FreeCall),
+            idempotency: None,
+        })
+        .await;
+    assert!(matches!(free, Ok(Reply::Posted(_))));
+    store.shutdown().await;
+}
+
+// 1 credit + 3 legs (0.005) + 2 legs (7 µ: 5 / 0 / 2, the zero hub leg omitted) + 3 legs (free).
+const TRANSFERS_WRITTEN: u64 = 1 + 3 + 2 + 3;
+
+#[tokio::test]
+async fn verify_passes_on_a_healthy_store() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.transfers, report.wallets, report.balance_sum), (TRANSFERS_WRITTEN, 1, 0));
+    assert!(report.to_string().starts_with("ledger verify: OK"), "{report}");
+}
+
+#[tokio::test]
+async fn verify_reports_a_tampered_balance_and_a_broken_split() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let path = dir.path().join(DATABASE_FILE);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            // Give the wallet 1 USDC out of thin air in its row only.
+            let mut accounts = txn.open_table(ACCOUNTS).unwrap();
+            let mut row: AccountRecord = decode("accounts", &WALLET.0, accounts.get(WALLET.0).unwrap().unwrap().value()).unwrap();
+            row.credits_posted += 1_000_000;
+            accounts.insert(WALLET.0, encode(&row).unwrap().as_slice()).unwrap();
+            // Skim 1 µ from the first charge's hub leg into its provider leg.
+            let mut transfers = txn.open_table(TRANSFERS).unwrap();
+            let legs: Vec<(u128, TransferRecord)> = transfers
+                .iter()
+                .unwrap()
+                .map(|entry| {
+                    let (key, value) = entry.unwrap();
+                    (key.value(), decode("transfers", &key.value(), value.value()).unwrap())
+                })
+                .filter(|(_, record): &(u128, TransferRecord)| record.charge.is_some())
+                .take(2)
+                .collect();
+            for (key, mut record) in legs {
+                record.amount = if record.kind == 2 { record.amount + 1 } else { record.amount - 1 };
+                transfers.insert(key, encode(&record).unwrap().as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(!report.is_ok());
+    let text = report.to_string();
+    assert!(text.starts_with("ledger verify: FAILED"), "{text}");
+    assert!(text.contains("account 1000: stored credits_posted 3 USDC, recomputed from transfers 2 USDC"), "{text}");
+    assert!(text.contains("not the 85/10/5 split of 0.005 USDC (expected 0.00425 / 0.0005 / 0.00025)"), "{text}");
+    // The Hub refuses to start on the same file, pointing at `ledger verify`.
+    let error = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(&error, StoreError::Corrupt(m) if m.contains("invariant violation") && m.contains("ledger verify")), "{error}");
+}
+
+#[tokio::test]
+async fn export_writes_every_transfer_in_order_as_jsonl_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+
+    let mut jsonl = Vec::new();
+    assert_eq!(admin::export(dir.path(), ExportFormat::Jsonl, &mut jsonl).unwrap(), TRANSFERS_WRITTEN);
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8(jsonl).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(rows.len() as u64, TRANSFERS_WRITTEN);
+    assert_eq!(rows[0]["kind"], "credit");
+    assert_eq!(rows[0]["reference"], "stripe:pi_1");
+    assert_eq!(rows[0]["amount"].to_string(), "2");
+    assert_eq!(rows[1]["kind"], "provider_share");
+    assert_eq!(rows[1]["amount"].to_string(), "0.00425");
+    assert_eq!(rows[1]["request_id"], "r0");
+    assert_eq!(rows[2]["amount_micros"], 500);
+    assert!(rows[2]["request_id"].is_null(), "only the first leg carries the memo");
+    assert_eq!(rows.last().unwrap()["debit"], AccountId::PROMOTIONS.0);
+    assert_eq!(rows.last().unwrap()["method"], serde_json::Value::Null);
+    let ids: Vec<&str> = rows.iter().map(|row| row["id"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids in time order");
+
+    let mut csv_bytes = Vec::new();
+    assert_eq!(admin::export(dir.path(), ExportFormat::Csv, &mut csv_bytes).unwrap(), TRANSFERS_WRITTEN);
+    let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+    assert_eq!(reader.headers().unwrap().get(5), Some("amount"));
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len() as u64, TRANSFERS_WRITTEN);
+    assert_eq!(&records[1][5], "0.00425");
+    assert_eq!(&records[1][10], "pdf, \"quoted\"", "CSV quoting round-trips");
+    assert_eq!(&records[1][0], ids[1]);
+}
+
+#[test]
+fn admin_tools_refuse_a_missing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = admin::verify(dir.path()).unwrap_err();
+    assert!(matches!(&error, StoreError::Io(m) if m.contains("no store at")), "{error}");
+    let mut sink = Vec::new();
+    assert!(admin::export(dir.path(), ExportFormat::Csv, &mut sink).is_err());
+    assert!(!dir.path().join(DATABASE_FILE).exists(), "the admin tools never create a store");
+}

@@ -1,0 +1,118 @@
+//! Injected disk failures: a failed commit fails its waiters, leaves the
+//! ledger equal to the file, and the store recovers once the disk does.
+
+use jecp_hub::ledger::{Account, AccountId, ChargeMemo, ChargeMethod, HoldId, LedgerError};
+use jecp_hub::money::Micros;
+use jecp_hub::records::AgentRecord;
+use jecp_hub::store::{Command, FaultSwitch, Reply, Store, StoreError, StoreOptions, admin};
+
+const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
+
+fn agent() -> AgentRecord {
+    AgentRecord {
+        agent_id: "jecp_ag_fault".into(),
+        wallet_account: WALLET.0,
+        name: "fault".into(),
+        agent_type: None,
+        description: None,
+        homepage: None,
+        capabilities: vec![],
+        referred_by: None,
+        key_hash: [0; 32],
+        previous_key_hash: None,
+        previous_key_valid_until_s: None,
+        rotations_s: vec![],
+        created_at_s: 0,
+        frozen: false,
+        tier_floor: None,
+        rate_limit_rpm: None,
+    }
+}
+
+fn memo(request: &str) -> ChargeMemo {
+    ChargeMemo {
+        agent_id: "jecp_ag_fault".into(),
+        capability: "text".into(),
+        action: "count".into(),
+        request_id: request.into(),
+        method: ChargeMethod::Wallet,
+    }
+}
+
+async fn hold(store: &Store, micros: u64) -> HoldId {
+    match store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(micros).unwrap() }).await {
+        Ok(Reply::Held(hold)) => hold,
+        other => panic!("hold failed: {other:?}"),
+    }
+}
+
+fn posted_state(account: &Account) -> (Micros, Micros, u64) {
+    (account.credits_posted, account.debits_posted, account.charges_posted)
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = FaultSwitch::new();
+    let options = StoreOptions { fault: Some(switch.clone()), ..StoreOptions::default() };
+    let (store, _) = Store::open(dir.path(), options.clone()).unwrap();
+    store.execute(Command::OpenWallet { account: WALLET, agent: agent() }).await.unwrap();
+    store
+        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(1), reference: "t1".into() })
+        .await
+        .unwrap();
+    let doomed = hold(&store, 10_000).await;
+    let snapshot = |store: &Store| store.read_ledger(|l| l.accounts().map(|a| (a.id, posted_state(a))).collect::<std::collections::BTreeMap<_, _>>());
+    let before = snapshot(&store);
+
+    switch.arm();
+    let result = store
+        .execute(Command::Post { hold: doomed, provider: AccountId::HUB_PROVIDER, memo: memo("doomed"), idempotency: None })
+        .await;
+    assert!(matches!(&result, Err(StoreError::Degraded(message)) if message.contains("No space left")), "{result:?}");
+    assert!(switch.injected_failures() > 0);
+    assert_eq!(snapshot(&store), before, "posted state must equal the file after a failed commit");
+    let health = store.health();
+    assert!(!health.ok && health.failed_commits >= 1 && health.last_error.is_some(), "{health:?}");
+    let jecp = result.unwrap_err().to_jecp();
+    assert_eq!((jecp.code.http_status(), jecp.retry_after_seconds.is_some()), (503, true));
+    // The failed post consumed its hold (its caller was told it failed): the
+    // reservation is released rather than leaked.
+    assert_eq!(store.read_ledger(|l| l.available(WALLET)), Some(Micros::from_usdc(1)));
+    // A credit during the outage fails too, and is not applied.
+    let credit = store
+        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(5), reference: "t2".into() })
+        .await;
+    assert!(matches!(credit, Err(StoreError::Degraded(_))), "{credit:?}");
+    assert_eq!(snapshot(&store), before);
+
+    switch.disarm();
+    let survivor = hold(&store, 20_000).await;
+    let posted = store
+        .execute(Command::Post { hold: survivor, provider: AccountId::HUB_PROVIDER, memo: memo("ok"), idempotency: None })
+        .await;
+    assert!(matches!(posted, Ok(Reply::Posted(ref p)) if p.cost.get() == 20_000), "{posted:?}");
+    assert!(store.health().ok);
+    // The failed credit's reference was rolled back: it can be retried.
+    assert!(matches!(
+        store.execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(5), reference: "t2".into() }).await,
+        Ok(Reply::Credited(_))
+    ));
+    assert_eq!(
+        store.execute(Command::Post { hold: doomed, provider: AccountId::HUB_PROVIDER, memo: memo("again"), idempotency: None }).await,
+        Err(StoreError::Ledger(LedgerError::UnknownHold(doomed)))
+    );
+    let after = store.read_ledger(|l| l.account(WALLET).cloned()).unwrap();
+    store.shutdown().await;
+
+    // Reopen: exactly the committed state (1 + 5 USDC in, one 0.02 charge).
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.transfers, 2 + 3);
+    let (store, _) = Store::open(dir.path(), options).unwrap();
+    let reopened = store.read_ledger(|l| l.account(WALLET).cloned()).unwrap();
+    assert_eq!(posted_state(&reopened), posted_state(&after));
+    assert_eq!(reopened.charges_posted, 1);
+    assert_eq!(reopened.credits_posted, Micros::from_usdc(6));
+    store.shutdown().await;
+}

@@ -14,12 +14,14 @@
 //! - [`ledger`]: the pure double-entry state machine: accounts, holds, post/void, the 85/10/5 split.
 //! - [`store`]: the redb file, versioned rkyv records, the single writer thread with group commit.
 //! - [`records`]: plain persisted records shared by modules (agents, idempotency, nonces).
+//! - [`funding`]: Stripe Checkout Sessions for wallet top-ups, webhook signatures and events.
 //! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
 //! - [`http`]: hyper server, routing, limits, response building, graceful shutdown.
 
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod funding;
 pub mod gate;
 pub mod http;
 pub mod hub;

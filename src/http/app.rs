@@ -1,6 +1,6 @@
 //! [`App`], the Hub's [`Service`]: routes each request and renders the answer.
 //!
-//! Dispatch is one `match` over [`Route`] in [`App::dispatch`]. Discovery, health, CORS
+//! Dispatch is one `match` over [`Route`] in `App::dispatch`. Discovery, health, CORS
 //! preflight, 404 and 405 are answered here; the arms for business endpoints (invoke, catalog,
 //! agents, operator, webhooks) call into the `hub` layer once it is wired in. Every response
 //! leaves with CORS headers, and a safe client `X-Request-Id` is echoed back. A response that

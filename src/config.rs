@@ -433,11 +433,18 @@ impl Layer {
             ))
         })?;
         toml::from_str(&text).map_err(|error| {
-            ConfigError::new(format!(
-                "invalid config: {}: {}",
-                path.display(),
-                error.to_string().trim()
-            ))
+            // toml's message quotes the offending line; never echo the admin token's line.
+            let on_secret_line = error.span().is_some_and(|span| {
+                let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("");
+                line.contains("admin_token")
+            });
+            let detail = if on_secret_line {
+                format!("admin_token must be a string of {ADMIN_TOKEN_LEN_MIN}-{ADMIN_TOKEN_LEN_MAX} characters")
+            } else {
+                error.to_string().trim().to_owned()
+            };
+            ConfigError::new(format!("invalid config: {}: {detail}", path.display()))
         })
     }
 
@@ -894,9 +901,15 @@ fn validate_public_url(url: &str) -> Result<(), ConfigError> {
     if well_formed {
         Ok(())
     } else {
+        // A URL with credentials in it is not echoed back.
+        let shown = if url.contains('@') {
+            "[redacted]".to_owned()
+        } else {
+            redact_if_long(url)
+        };
         Err(ConfigError::invalid(
             "public_url",
-            redact_if_long(url),
+            shown,
             "must be an http:// or https:// URL with a host and no query, fragment or credentials",
         ))
     }

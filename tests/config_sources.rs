@@ -378,6 +378,22 @@ fn the_admin_token_is_never_printed() {
     assert!(message.contains("admin_token"), "{message}");
     assert!(!message.contains("short-secret"), "{message}");
 
+    let file = toml_file("admin_token = 1234567890123456789\n");
+    let message = error_of(Some(file.path()), &no_env, &ServeFlags::default());
+    assert!(message.contains("admin_token"), "{message}");
+    assert!(!message.contains("1234567890123456789"), "{message}");
+
+    let flags = ServeFlags {
+        public_url: Some("https://user:hunter2@hub".into()),
+        ..ServeFlags::default()
+    };
+    let message = error_of(None, &no_env, &flags);
+    assert!(
+        message.starts_with("invalid config: public_url"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+
     let file = toml_file(&format!("admin_token = \"{token}\"\n"));
     let config = Config::from_sources(Some(file.path()), &no_env, &ServeFlags::default()).unwrap();
     assert_eq!(config.admin_token.as_deref(), Some(token));

@@ -229,3 +229,54 @@ fn help_documents_every_option() {
         }
     }
 }
+
+#[tokio::test]
+async fn sigterm_during_a_request_lets_it_complete() {
+    use tokio::io::AsyncWriteExt;
+    let workdir = tempfile::tempdir().unwrap();
+    let child = Command::new(BINARY)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--body-read-timeout-ms",
+            "10000",
+            "--data-dir",
+        ])
+        .arg(workdir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jecp-hub");
+    let mut guard = ChildGuard(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let (addr, _logs) = wait_for_listen_line(child);
+
+    // The request is in flight: its head is in and half of its body has arrived.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /health HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 10\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_sigterm(child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the Hub must wait for the in-flight request"
+    );
+
+    stream.write_all(b"\"bc\"}").await.unwrap();
+    let received = http_support::read_to_close(&mut stream).await;
+    let (response, _) =
+        http_support::parse_response(&received).expect("the in-flight request is answered");
+    assert_eq!(
+        response.status, 405,
+        "POST /health completes with its normal answer"
+    );
+    let status = wait_with_timeout(child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    guard.0 = None;
+}

@@ -341,6 +341,7 @@ async fn unknown_path_is_a_404_envelope() {
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(response.header("access-control-allow-origin"), Some("*"));
     assert_eq!(response.header("x-request-id"), Some("trace-123"));
+    assert_eq!(response.header("cache-control"), Some("no-store"));
     let body = response.json();
     assert_eq!(body["jecp"], "1.0");
     assert_eq!(body["status"], "failed");
@@ -409,5 +410,31 @@ async fn discovery_refreshes_when_the_catalog_changes() {
         after.json()["supported_capabilities"],
         serde_json::json!(["hub/echo", "hub/new-thing"])
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_raised_by_the_server_carry_cors_and_no_store() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _) = start_default().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/invoke HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 11534336\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let response = http_support::read_one_response(&mut stream).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        response
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("X-Payment-Response")
+    );
+    let body = response.json();
+    assert_eq!(body["error"]["code"], "INPUT_TOO_LARGE");
     server.stop().await.unwrap();
 }

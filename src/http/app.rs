@@ -1,9 +1,12 @@
 //! [`App`], the Hub's [`Service`]: routes each request and renders the answer.
 //!
-//! Dispatch is one `match` over [`Route`] in [`App::dispatch`]. Discovery, health, CORS
+//! Dispatch is one `match` over [`Route`] in `App::dispatch`. Discovery, health, CORS
 //! preflight, 404 and 405 are answered here; the arms for business endpoints (invoke, catalog,
 //! agents, operator, webhooks) call into the `hub` layer once it is wired in. Every response
-//! leaves with CORS headers, and a safe client `X-Request-Id` is echoed back.
+//! leaves with CORS headers, and a safe client `X-Request-Id` is echoed back. A response that
+//! sets no `Cache-Control` of its own gets `no-store`: only discovery documents are cacheable,
+//! and a cached paid result or error would replay to the wrong caller (spec 06 §11.1 requires
+//! `no-store` on every `/v1/invoke` response).
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -212,9 +215,13 @@ impl Service for App {
     }
 }
 
-/// Headers every response gets: CORS, and the client's request id when it is safe to echo.
+/// Headers every response gets: CORS, `no-store` unless the handler chose a cache policy, and
+/// the client's request id when it is safe to echo.
 fn finish(response: &mut Response, client_request_id: Option<&str>) {
     response::with_cors(response);
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response::no_store(response);
+    }
     if let Some(id) = client_request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         response.headers_mut().insert("x-request-id", id);
     }

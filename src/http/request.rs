@@ -20,8 +20,8 @@ use crate::protocol::{ErrorCode, HubLinks, JecpError};
 /// Longest `X-Request-Id` echoed back; longer or odd values are ignored, not reflected.
 pub const REQUEST_ID_LEN_MAX: usize = 128;
 
-/// One HTTP request with its body already read and within limits.
-#[derive(Debug)]
+/// One HTTP request with its body already read and within limits. Its `Debug` output hides
+/// credential headers and the body (which may carry an API key inside a mandate).
 pub struct Request {
     pub method: hyper::Method,
     /// Path without the query string, as sent (not percent-decoded).
@@ -32,6 +32,34 @@ pub struct Request {
     pub body: Bytes,
     /// The TCP peer.
     pub remote: SocketAddr,
+}
+
+/// Headers whose values are credentials and never appear in `Debug` output.
+const SECRET_HEADERS: &[&str] = &["x-api-key", "authorization", "x-payment", "cookie"];
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if SECRET_HEADERS.contains(&name.as_str()) {
+                    "[redacted]"
+                } else {
+                    value.to_str().unwrap_or("[binary]")
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("remote", &self.remote)
+            .finish()
+    }
 }
 
 impl Request {
@@ -185,6 +213,27 @@ mod tests {
         assert!(!is_safe_request_id("has space"));
         assert!(!is_safe_request_id("line\nbreak"));
         assert!(!is_safe_request_id(&"x".repeat(REQUEST_ID_LEN_MAX + 1)));
+    }
+
+    #[test]
+    fn debug_output_hides_credentials_and_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", "hub_ak_secret".parse().unwrap());
+        headers.insert("x-agent-id", "hub_ag_1".parse().unwrap());
+        let request = Request {
+            method: hyper::Method::POST,
+            path: "/v1/invoke".into(),
+            query: None,
+            headers,
+            body: Bytes::from_static(br#"{"mandate":{"api_key":"hub_ak_secret"}}"#),
+            remote: "127.0.0.1:1".parse().unwrap(),
+        };
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("hub_ak_secret"), "{debug}");
+        assert!(
+            debug.contains("hub_ag_1") && debug.contains("[redacted]"),
+            "{debug}"
+        );
     }
 
     #[test]

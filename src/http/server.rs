@@ -153,7 +153,7 @@ pub async fn serve<S: Service>(
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
-    tracing::info!("all connections closed");
+    tracing::info!("every connection has ended");
     Ok(())
 }
 

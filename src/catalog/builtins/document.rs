@@ -681,12 +681,7 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
             );
         }
         let quantity = format_trimmed(line.quantity_milli, QUANTITY_SCALE);
-        let price = format_trimmed(line.unit_price_micro, PRICE_SCALE);
-        let price = if price.contains('.') || computed.digits == 0 {
-            price
-        } else {
-            format!("{price}.{}", "0".repeat(computed.digits as usize))
-        };
+        let price = unit_price_text(line.unit_price_micro, computed.digits);
         doc.text_right(
             COLUMN_QUANTITY_RIGHT,
             y,
@@ -731,7 +726,8 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
         &amount(computed.subtotal),
         Weight::Regular,
     );
-    for (rate, (_, tax)) in &computed.tax_groups {
+    // Untaxed lines need no "Tax 0%" row; the metadata still lists them.
+    for (rate, (_, tax)) in computed.tax_groups.iter().filter(|(rate, _)| **rate > 0) {
         total_row(
             &mut doc,
             &format!("Tax {}%", format_trimmed(*rate, RATE_SCALE)),
@@ -764,6 +760,23 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
     }
     let page_count = doc.page_count();
     (doc.finish(), page_count)
+}
+
+/// A unit price with at least the currency's minor-unit digits (`18.90`)
+/// and up to six when the price has them (`0.0125`).
+fn unit_price_text(micro: u128, digits: u32) -> String {
+    let text = format_trimmed(micro, PRICE_SCALE);
+    let fraction_digits = text
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len()) as u32;
+    if fraction_digits >= digits {
+        return text;
+    }
+    let separator = if fraction_digits == 0 { "." } else { "" };
+    format!(
+        "{text}{separator}{}",
+        "0".repeat((digits - fraction_digits) as usize)
+    )
 }
 
 /// A labelled name-and-address block.
@@ -960,6 +973,15 @@ mod tests {
         assert!(text.contains("USD 200.00"));
         let pages = output["metadata"]["pages"].as_u64().unwrap();
         assert!(text.contains(&format!("Page {pages} of {pages}")));
+    }
+
+    #[test]
+    fn unit_prices_show_at_least_the_currency_digits() {
+        assert_eq!(unit_price_text(18_900_000, 2), "18.90");
+        assert_eq!(unit_price_text(18_000_000, 2), "18.00");
+        assert_eq!(unit_price_text(12_500, 2), "0.0125");
+        assert_eq!(unit_price_text(1_000_000_000, 0), "1000");
+        assert_eq!(unit_price_text(1_500_000, 3), "1.500");
     }
 
     #[test]

@@ -345,3 +345,41 @@ fn bad_overrides_are_refused_by_name() {
         .is_ok()
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Integer cents in, integer cents out: the total is the exact sum of
+    /// quantity × price plus per-rate tax rounded half-up once.
+    #[test]
+    fn invoice_totals_equal_integer_arithmetic(
+        lines in proptest::collection::vec((1u64..1_000, 0u64..10_000_000, 0u64..=2), 1..40)
+    ) {
+        let catalog = catalog_with(&CatalogOverrides::default());
+        let invoice = action(&catalog, "document-pipeline", "generate-invoice");
+        let rates = [0u64, 7, 19];
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(quantity, cents, rate)| json!({
+                "description": "x",
+                "quantity": quantity,
+                "unit_price": format!("{}.{:02}", cents / 100, cents % 100),
+                "tax_rate": rates[*rate as usize],
+            }))
+            .collect();
+        let output = invoke(invoice, &json!({"client_name": "A", "due_date": "2027-01-01", "items": items}));
+        let mut taxable = [0u64; 3];
+        for (quantity, cents, rate) in &lines {
+            taxable[*rate as usize] += quantity * cents;
+        }
+        let subtotal: u64 = taxable.iter().sum();
+        let tax: u64 = taxable.iter().zip(rates).map(|(net, rate)| (net * rate + 50) / 100).sum();
+        proptest::prop_assert_eq!(output["metadata"]["subtotal_minor"].as_u64(), Some(subtotal));
+        proptest::prop_assert_eq!(output["metadata"]["tax_minor"].as_u64(), Some(tax));
+        proptest::prop_assert_eq!(output["metadata"]["total_minor"].as_u64(), Some(subtotal + tax));
+        proptest::prop_assert_eq!(
+            output["metadata"]["total"].as_str().map(str::to_owned),
+            Some(format!("{}.{:02}", (subtotal + tax) / 100, (subtotal + tax) % 100))
+        );
+    }
+}

@@ -185,3 +185,66 @@ fn heavy_handlers_are_flagged_and_limits_hold_past_the_schema() {
         }
     }
 }
+
+/// Arbitrary JSON, a few levels deep.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|number| json!(number)),
+        "\\PC{0,20}".prop_map(Value::from),
+        // Field names and values the handlers look at, to get past the
+        // first checks more often.
+        prop_oneof![
+            Just(json!("2026-01-01")),
+            Just(json!("a,b\n1,2\n")),
+            Just(json!("0.1")),
+            Just(json!("USD"))
+        ],
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("items".to_owned()),
+                    Just("client_name".to_owned()),
+                    Just("due_date".to_owned()),
+                    Just("quantity".to_owned()),
+                    Just("unit_price".to_owned()),
+                    Just("tax_rate".to_owned()),
+                    Just("description".to_owned()),
+                    Just("csv".to_owned()),
+                    Just("series".to_owned()),
+                    Just("periods".to_owned()),
+                    Just("text".to_owned()),
+                    "[a-z_]{1,8}",
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// No input, valid or not, makes validation or a handler panic; a
+    /// handler's success always satisfies its output schema.
+    #[test]
+    fn handlers_never_panic_on_arbitrary_json(input in any_json()) {
+        let catalog = catalog();
+        for capability in catalog.capabilities() {
+            for action in &capability.actions {
+                let _ = action.validate_input(&input);
+                if let Ok(output) = action.run(&input) {
+                    proptest::prop_assert_eq!(action.validate_output(&output), Ok(()), "{}", action.name);
+                }
+            }
+        }
+    }
+}

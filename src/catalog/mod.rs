@@ -170,6 +170,7 @@ impl Catalog {
     /// The index of `capability`, or the foreign namespace it names.
     fn position<'q>(&self, capability: &'q str) -> Result<usize, Option<&'q str>> {
         let name = match capability.split_once('/') {
+            Some(("", _)) => return Err(None),
             Some((namespace, _)) if namespace != self.hub_namespace => return Err(Some(namespace)),
             Some((_, name)) => name,
             None => capability,
@@ -342,6 +343,8 @@ mod tests {
         assert_eq!(catalog.resolve("hub/nothing"), Resolution::NotFound);
         assert_eq!(catalog.resolve("nothing"), Resolution::NotFound);
         assert_eq!(catalog.resolve(""), Resolution::NotFound);
+        assert_eq!(catalog.resolve("/utility"), Resolution::NotFound);
+        assert_eq!(catalog.resolve("hub/"), Resolution::NotFound);
         assert_eq!(catalog.resolve("hub/utility/echo"), Resolution::NotFound);
     }
 

@@ -62,21 +62,37 @@ pub(crate) struct ListFilter {
 }
 
 impl ListFilter {
+    // `JecpError` is the crate-wide error the HTTP layer renders; this path
+    // is not hot (one call per catalog request), so its size does not matter.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn parse(query: &ListQuery) -> Result<ListFilter, JecpError> {
-        let page_size = match present(&query.page_size).map(|value| ("page_size", value)).or_else(|| present(&query.limit).map(|value| ("limit", value))) {
+        let page_size = match present(&query.page_size)
+            .map(|value| ("page_size", value))
+            .or_else(|| present(&query.limit).map(|value| ("limit", value)))
+        {
             None => PAGE_SIZE_DEFAULT,
             Some((name, value)) => value
                 .parse::<usize>()
                 .ok()
                 .filter(|size| (1..=PAGE_SIZE_MAX).contains(size))
-                .ok_or_else(|| bad_parameter(name, &format!("{name} must be an integer from 1 to {PAGE_SIZE_MAX}")))?,
+                .ok_or_else(|| {
+                    bad_parameter(
+                        name,
+                        &format!("{name} must be an integer from 1 to {PAGE_SIZE_MAX}"),
+                    )
+                })?,
         };
         let paginated = match present(&query.paginated) {
             None => true,
             Some(value) => match value.to_ascii_lowercase().as_str() {
                 "true" | "1" => true,
                 "false" | "0" => false,
-                _ => return Err(bad_parameter("paginated", "paginated must be true or false")),
+                _ => {
+                    return Err(bad_parameter(
+                        "paginated",
+                        "paginated must be true or false",
+                    ));
+                }
             },
         };
         let after = match present(&query.cursor) {
@@ -85,7 +101,10 @@ impl ListFilter {
         };
         let namespace = match (present(&query.namespace), present(&query.provider)) {
             (Some(namespace), Some(provider)) if namespace != provider => {
-                return Err(bad_parameter("namespace", "namespace and provider name different namespaces"));
+                return Err(bad_parameter(
+                    "namespace",
+                    "namespace and provider name different namespaces",
+                ));
             }
             (Some(value), _) | (None, Some(value)) => {
                 if value.chars().count() > FILTER_CHARS_MAX {
@@ -97,10 +116,9 @@ impl ListFilter {
         };
         let tier = match present(&query.tier) {
             None => None,
-            Some(value) => Some(
-                Tier::parse(value)
-                    .ok_or_else(|| bad_parameter("tier", "tier must be bronze, silver, gold or platinum"))?,
-            ),
+            Some(value) => Some(Tier::parse(value).ok_or_else(|| {
+                bad_parameter("tier", "tier must be bronze, silver, gold or platinum")
+            })?),
         };
         let tags = match present(&query.tags) {
             None => Vec::new(),
@@ -113,31 +131,54 @@ impl ListFilter {
                     .map(|tag| tag.trim().to_ascii_lowercase())
                     .filter(|tag| !tag.is_empty())
                     .collect();
-                if tags.len() > TAGS_MAX || tags.iter().any(|tag| tag.chars().count() > TAG_CHARS_MAX) {
+                if tags.len() > TAGS_MAX
+                    || tags.iter().any(|tag| tag.chars().count() > TAG_CHARS_MAX)
+                {
                     return Err(bad_parameter(
                         "tags",
-                        &format!("tags takes at most {TAGS_MAX} tags of at most {TAG_CHARS_MAX} characters"),
+                        &format!(
+                            "tags takes at most {TAGS_MAX} tags of at most {TAG_CHARS_MAX} characters"
+                        ),
                     ));
                 }
                 tags
             }
         };
-        Ok(ListFilter { page_size, paginated, after, namespace, tier, tags })
+        Ok(ListFilter {
+            page_size,
+            paginated,
+            after,
+            namespace,
+            tier,
+            tags,
+        })
     }
 
     pub(crate) fn matches(&self, capability: &Capability) -> bool {
-        if self.namespace.as_ref().is_some_and(|namespace| *namespace != capability.namespace) {
+        if self
+            .namespace
+            .as_ref()
+            .is_some_and(|namespace| *namespace != capability.namespace)
+        {
             return false;
         }
         if self.tier.is_some_and(|tier| capability.min_tier() > tier) {
             return false;
         }
-        self.tags.iter().all(|wanted| capability.tags.iter().any(|tag| tag.eq_ignore_ascii_case(wanted)))
+        self.tags.iter().all(|wanted| {
+            capability
+                .tags
+                .iter()
+                .any(|tag| tag.eq_ignore_ascii_case(wanted))
+        })
     }
 }
 
 fn present(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|value| !value.is_empty())
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
 }
 
 fn bad_parameter(name: &str, message: &str) -> JecpError {
@@ -149,12 +190,20 @@ pub(crate) fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{last_id}"))
 }
 
+#[allow(clippy::result_large_err)] // see ListFilter::parse
 fn decode_cursor(cursor: &str) -> Result<String, JecpError> {
-    let invalid = || bad_parameter("cursor", "cursor is not one this Hub issued; start again without it");
+    let invalid = || {
+        bad_parameter(
+            "cursor",
+            "cursor is not one this Hub issued; start again without it",
+        )
+    };
     if cursor.len() > CURSOR_CHARS_MAX {
         return Err(invalid());
     }
-    let bytes = URL_SAFE_NO_PAD.decode(cursor.trim_end_matches('=')).map_err(|_| invalid())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor.trim_end_matches('='))
+        .map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let id = text.strip_prefix(CURSOR_PREFIX).ok_or_else(invalid)?;
     if id.is_empty() {
@@ -180,15 +229,21 @@ fn action_json(action: &Action, with_examples: bool) -> Value {
         }),
     );
     object.insert("payment_methods".into(), json!(action.payment_methods));
-    object.insert("trust_tier_required".into(), json!(action.trust_tier_required.as_str()));
+    object.insert(
+        "trust_tier_required".into(),
+        json!(action.trust_tier_required.as_str()),
+    );
     object.insert("rate_limit_rpm".into(), json!(action.rate_limit_rpm));
     object.insert("streaming".into(), json!(false));
     object.insert("input_schema".into(), action.input_schema.clone());
     object.insert("output_schema".into(), action.output_schema.clone());
     object.insert("side_effects".into(), action.side_effects_json());
     if with_examples {
-        let examples: Vec<Value> =
-            action.examples.iter().map(|example| json!({"input": example.input, "output": example.output})).collect();
+        let examples: Vec<Value> = action
+            .examples
+            .iter()
+            .map(|example| json!({"input": example.input, "output": example.output}))
+            .collect();
         object.insert("examples".into(), Value::Array(examples));
     }
     Value::Object(object)
@@ -196,10 +251,22 @@ fn action_json(action: &Action, with_examples: bool) -> Value {
 
 /// One capability as the list (`with_detail = false`) or the detail endpoint
 /// shows it.
-pub(crate) fn capability_json(capability: &Capability, public_url: &str, with_detail: bool) -> Value {
-    let actions: Vec<Value> = capability.actions.iter().map(|action| action_json(action, with_detail)).collect();
+pub(crate) fn capability_json(
+    capability: &Capability,
+    public_url: &str,
+    with_detail: bool,
+) -> Value {
+    let actions: Vec<Value> = capability
+        .actions
+        .iter()
+        .map(|action| action_json(action, with_detail))
+        .collect();
     // The strictest per-action limit, as the spec's capability-level hint.
-    let rate_limit_rpm = capability.actions.iter().filter_map(|action| action.rate_limit_rpm).min();
+    let rate_limit_rpm = capability
+        .actions
+        .iter()
+        .filter_map(|action| action.rate_limit_rpm)
+        .min();
     let mut object = Map::new();
     object.insert("id".into(), json!(capability.id));
     object.insert("namespace".into(), json!(capability.namespace));
@@ -209,10 +276,22 @@ pub(crate) fn capability_json(capability: &Capability, public_url: &str, with_de
     object.insert("description".into(), json!(capability.description));
     object.insert("tags".into(), json!(capability.tags));
     object.insert("source".into(), json!("builtin"));
-    object.insert("trust_tier_required".into(), json!(capability.min_tier().as_str()));
+    object.insert(
+        "trust_tier_required".into(),
+        json!(capability.min_tier().as_str()),
+    );
     object.insert("rate_limit_rpm".into(), json!(rate_limit_rpm));
-    object.insert("deprecation".into(), capability.deprecation.as_ref().map_or(Value::Null, |d| d.to_json()));
-    object.insert("detail_url".into(), json!(format!("{public_url}/v1/capabilities/{}", capability.id)));
+    object.insert(
+        "deprecation".into(),
+        capability
+            .deprecation
+            .as_ref()
+            .map_or(Value::Null, |d| d.to_json()),
+    );
+    object.insert(
+        "detail_url".into(),
+        json!(format!("{public_url}/v1/capabilities/{}", capability.id)),
+    );
     object.insert("actions".into(), Value::Array(actions));
     if with_detail {
         // Built-ins have no provider manifest.
@@ -231,7 +310,10 @@ pub(crate) fn etag_of(details: &[Value]) -> String {
 /// equal to `etag` under weak comparison (a `W/` prefix is ignored).
 pub fn if_none_match_matches(header: &str, etag: &str) -> bool {
     let wanted = etag.trim_start_matches("W/");
-    header.split(',').map(str::trim).any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == wanted)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == wanted)
 }
 
 #[cfg(test)]
@@ -269,14 +351,40 @@ mod tests {
         let filter = ListFilter::parse(&ListQuery::default()).unwrap();
         assert_eq!(filter.page_size, PAGE_SIZE_DEFAULT);
         assert!(filter.paginated);
-        assert_eq!(ListFilter::parse(&query(&[("limit", "7")])).unwrap().page_size, 7);
-        assert_eq!(ListFilter::parse(&query(&[("page_size", "3"), ("limit", "7")])).unwrap().page_size, 3);
-        assert_eq!(ListFilter::parse(&query(&[("provider", "hub")])).unwrap().namespace.as_deref(), Some("hub"));
-        assert_eq!(ListFilter::parse(&query(&[("page_size", "")])).unwrap().page_size, PAGE_SIZE_DEFAULT);
-        let filter = ListFilter::parse(&query(&[("tags", " PDF, ,csv "), ("tier", "Silver")])).unwrap();
+        assert_eq!(
+            ListFilter::parse(&query(&[("limit", "7")]))
+                .unwrap()
+                .page_size,
+            7
+        );
+        assert_eq!(
+            ListFilter::parse(&query(&[("page_size", "3"), ("limit", "7")]))
+                .unwrap()
+                .page_size,
+            3
+        );
+        assert_eq!(
+            ListFilter::parse(&query(&[("provider", "hub")]))
+                .unwrap()
+                .namespace
+                .as_deref(),
+            Some("hub")
+        );
+        assert_eq!(
+            ListFilter::parse(&query(&[("page_size", "")]))
+                .unwrap()
+                .page_size,
+            PAGE_SIZE_DEFAULT
+        );
+        let filter =
+            ListFilter::parse(&query(&[("tags", " PDF, ,csv "), ("tier", "Silver")])).unwrap();
         assert_eq!(filter.tags, vec!["pdf", "csv"]);
         assert_eq!(filter.tier, Some(Tier::Silver));
-        assert!(!ListFilter::parse(&query(&[("paginated", "false"), ("cursor", "garbage!")])).unwrap().paginated);
+        assert!(
+            !ListFilter::parse(&query(&[("paginated", "false"), ("cursor", "garbage!")]))
+                .unwrap()
+                .paginated
+        );
     }
 
     #[test]
@@ -287,20 +395,38 @@ mod tests {
         assert_eq!(rejected(&[("page_size", "-1")]), "page_size");
         assert_eq!(rejected(&[("limit", "1000")]), "limit");
         assert_eq!(rejected(&[("cursor", "not base64 !")]), "cursor");
-        assert_eq!(rejected(&[("cursor", &URL_SAFE_NO_PAD.encode("x:hub/utility"))]), "cursor");
-        assert_eq!(rejected(&[("cursor", &"A".repeat(CURSOR_CHARS_MAX + 1))]), "cursor");
+        assert_eq!(
+            rejected(&[("cursor", &URL_SAFE_NO_PAD.encode("x:hub/utility"))]),
+            "cursor"
+        );
+        assert_eq!(
+            rejected(&[("cursor", &"A".repeat(CURSOR_CHARS_MAX + 1))]),
+            "cursor"
+        );
         assert_eq!(rejected(&[("tier", "diamond")]), "tier");
         assert_eq!(rejected(&[("paginated", "maybe")]), "paginated");
         assert_eq!(rejected(&[("tags", "a,b,c,d,e,f,g,h,i")]), "tags");
-        assert_eq!(rejected(&[("tags", &"t".repeat(TAG_CHARS_MAX + 1))]), "tags");
-        assert_eq!(rejected(&[("namespace", "hub"), ("provider", "other")]), "namespace");
+        assert_eq!(
+            rejected(&[("tags", &"t".repeat(TAG_CHARS_MAX + 1))]),
+            "tags"
+        );
+        assert_eq!(
+            rejected(&[("namespace", "hub"), ("provider", "other")]),
+            "namespace"
+        );
     }
 
     #[test]
     fn cursor_round_trips() {
         let cursor = encode_cursor("hub/utility");
         assert!(!cursor.contains(['/', '+', '=']));
-        assert_eq!(ListFilter::parse(&query(&[("cursor", &cursor)])).unwrap().after.as_deref(), Some("hub/utility"));
+        assert_eq!(
+            ListFilter::parse(&query(&[("cursor", &cursor)]))
+                .unwrap()
+                .after
+                .as_deref(),
+            Some("hub/utility")
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub mod schema;
 use serde_json::{Value, json};
 
 pub use listing::{CACHE_CONTROL, ListQuery, if_none_match_matches};
-pub use model::{Action, Capability, Deprecation, Example, HandlerError, Resolution, SchemaViolation};
+pub use model::{
+    Action, Capability, Deprecation, Example, HandlerError, Resolution, SchemaViolation,
+};
 pub use overrides::{CatalogOverrides, DeprecationOverride};
 
 use crate::money::Micros;
@@ -56,7 +58,11 @@ impl Catalog {
     /// The built-ins under `hub_namespace`, with `overrides` applied. Compiles
     /// every schema and checks every example. `Err` names what is wrong (a bad
     /// namespace or URL, or the override that names nothing or does not parse).
-    pub fn builtin(hub_namespace: &str, public_url: &str, overrides: &CatalogOverrides) -> Result<Catalog, String> {
+    pub fn builtin(
+        hub_namespace: &str,
+        public_url: &str,
+        overrides: &CatalogOverrides,
+    ) -> Result<Catalog, String> {
         if !is_namespace(hub_namespace) {
             return Err(format!(
                 "hub namespace `{hub_namespace}` must match ^[a-z][a-z0-9-]{{2,31}}$ (spec 04 §5)"
@@ -64,7 +70,9 @@ impl Catalog {
         }
         let public_url = public_url.trim().trim_end_matches('/');
         if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
-            return Err(format!("public URL `{public_url}` must start with https:// or http://"));
+            return Err(format!(
+                "public URL `{public_url}` must start with https:// or http://"
+            ));
         }
         let specs = builtins::all();
         let resolved = overrides::resolve(overrides, &specs, hub_namespace)?;
@@ -84,9 +92,12 @@ impl Catalog {
                     None => Micros::parse(action.price)
                         .map_err(|error| format!("built-in `{what}` has a bad price: {error}"))?,
                 };
-                let input_validator = CompiledSchema::compile(&action.input_schema, &format!("{what} input_schema"))?;
-                let output_validator =
-                    CompiledSchema::compile(&action.output_schema, &format!("{what} output_schema"))?;
+                let input_validator =
+                    CompiledSchema::compile(&action.input_schema, &format!("{what} input_schema"))?;
+                let output_validator = CompiledSchema::compile(
+                    &action.output_schema,
+                    &format!("{what} output_schema"),
+                )?;
                 for (index, example) in action.examples.iter().enumerate() {
                     input_validator
                         .validate(&example.input)
@@ -99,7 +110,10 @@ impl Catalog {
                     name: action.name.to_owned(),
                     description: action.description.to_owned(),
                     price,
-                    payment_methods: DEFAULT_PAYMENT_METHODS.iter().map(|method| (*method).to_owned()).collect(),
+                    payment_methods: DEFAULT_PAYMENT_METHODS
+                        .iter()
+                        .map(|method| (*method).to_owned())
+                        .collect(),
                     trust_tier_required: action.tier,
                     rate_limit_rpm: action.rate_limit_rpm,
                     input_schema: action.input_schema,
@@ -124,10 +138,14 @@ impl Catalog {
             });
         }
         capabilities.sort_by(|a, b| a.id.cmp(&b.id));
-        let summaries: Vec<Value> =
-            capabilities.iter().map(|capability| capability_json(capability, public_url, false)).collect();
-        let details: Vec<Value> =
-            capabilities.iter().map(|capability| capability_json(capability, public_url, true)).collect();
+        let summaries: Vec<Value> = capabilities
+            .iter()
+            .map(|capability| capability_json(capability, public_url, false))
+            .collect();
+        let details: Vec<Value> = capabilities
+            .iter()
+            .map(|capability| capability_json(capability, public_url, true))
+            .collect();
         let etag = etag_of(&details);
         Ok(Catalog {
             hub_namespace: hub_namespace.to_owned(),
@@ -152,11 +170,15 @@ impl Catalog {
     /// The index of `capability`, or the foreign namespace it names.
     fn position<'q>(&self, capability: &'q str) -> Result<usize, Option<&'q str>> {
         let name = match capability.split_once('/') {
+            Some(("", _)) => return Err(None),
             Some((namespace, _)) if namespace != self.hub_namespace => return Err(Some(namespace)),
             Some((_, name)) => name,
             None => capability,
         };
-        self.capabilities.iter().position(|candidate| candidate.name == name).ok_or(None)
+        self.capabilities
+            .iter()
+            .position(|candidate| candidate.name == name)
+            .ok_or(None)
     }
 
     /// The enabled capabilities, sorted by id.
@@ -183,6 +205,7 @@ impl Catalog {
 
     /// The `GET /v1/capabilities` body. Bad parameters → 400 `VALIDATION_FAILED`
     /// with `details.parameter`.
+    #[allow(clippy::result_large_err)] // the required API returns the crate-wide JecpError
     pub fn list(&self, query: &ListQuery) -> Result<Value, JecpError> {
         let filter = ListFilter::parse(query)?;
         let matching: Vec<usize> = (0..self.capabilities.len())
@@ -192,10 +215,15 @@ impl Catalog {
         // Ids are sorted, so "after the cursor" is a partition point; the
         // cursor need not name a capability that still exists.
         let start = match &filter.after {
-            Some(after) => matching.partition_point(|index| self.capabilities[*index].id.as_str() <= after.as_str()),
+            Some(after) => matching
+                .partition_point(|index| self.capabilities[*index].id.as_str() <= after.as_str()),
             None => 0,
         };
-        let page_size = if filter.paginated { filter.page_size } else { total };
+        let page_size = if filter.paginated {
+            filter.page_size
+        } else {
+            total
+        };
         let end = start.saturating_add(page_size).min(total);
         let page = &matching[start.min(end)..end];
         let has_more = filter.paginated && end < total;
@@ -203,7 +231,10 @@ impl Catalog {
             (true, Some(last)) => Value::from(encode_cursor(&self.capabilities[*last].id)),
             _ => Value::Null,
         };
-        let capabilities: Vec<Value> = page.iter().map(|index| self.summaries[*index].clone()).collect();
+        let capabilities: Vec<Value> = page
+            .iter()
+            .map(|index| self.summaries[*index].clone())
+            .collect();
         Ok(json!({
             "jecp": "1.0",
             "engine": "jecp-hub",
@@ -223,7 +254,9 @@ impl Catalog {
     /// for a plain name or `ns/name`; `None` when this catalog has no such
     /// capability.
     pub fn detail(&self, id: &str) -> Option<Value> {
-        self.position(id).ok().map(|index| self.details[index].clone())
+        self.position(id)
+            .ok()
+            .map(|index| self.details[index].clone())
     }
 
     /// One markdown bullet per capability, for `llms.txt`.
@@ -233,7 +266,12 @@ impl Catalog {
             let actions: Vec<String> = capability
                 .actions
                 .iter()
-                .map(|action| format!("`{}` ${} ({})", action.name, action.price, action.trust_tier_required))
+                .map(|action| {
+                    format!(
+                        "`{}` ${} ({})",
+                        action.name, action.price, action.trust_tier_required
+                    )
+                })
                 .collect();
             out.push_str(&format!(
                 "- [{id}]({url}/v1/capabilities/{id}) v{version}: {description} Actions: {actions}.",
@@ -244,7 +282,10 @@ impl Catalog {
                 actions = actions.join(", "),
             ));
             if let Some(deprecation) = &capability.deprecation {
-                out.push_str(&format!(" Deprecated; sunset {}.", deprecation.sunset_at_rfc3339()));
+                out.push_str(&format!(
+                    " Deprecated; sunset {}.",
+                    deprecation.sunset_at_rfc3339()
+                ));
             }
             out.push('\n');
         }
@@ -253,7 +294,12 @@ impl Catalog {
 
     /// `supported_capabilities` for `agent-guide.json`: the enabled ids.
     pub fn guide_entries(&self) -> Value {
-        Value::Array(self.capabilities.iter().map(|capability| Value::from(capability.id.clone())).collect())
+        Value::Array(
+            self.capabilities
+                .iter()
+                .map(|capability| Value::from(capability.id.clone()))
+                .collect(),
+        )
     }
 }
 
@@ -262,7 +308,9 @@ fn is_namespace(text: &str) -> bool {
     let bytes = text.as_bytes();
     (3..=32).contains(&bytes.len())
         && bytes[0].is_ascii_lowercase()
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 #[cfg(test)]
@@ -282,20 +330,36 @@ mod tests {
     #[test]
     fn resolves_plain_and_namespaced_names() {
         let catalog = catalog();
-        assert!(matches!(catalog.resolve("utility"), Resolution::Found(c) if c.id == "hub/utility"));
-        assert!(matches!(catalog.resolve("hub/utility"), Resolution::Found(c) if c.name == "utility"));
-        assert_eq!(catalog.resolve("acme/utility"), Resolution::OtherNamespace("acme".into()));
+        assert!(
+            matches!(catalog.resolve("utility"), Resolution::Found(c) if c.id == "hub/utility")
+        );
+        assert!(
+            matches!(catalog.resolve("hub/utility"), Resolution::Found(c) if c.name == "utility")
+        );
+        assert_eq!(
+            catalog.resolve("acme/utility"),
+            Resolution::OtherNamespace("acme".into())
+        );
         assert_eq!(catalog.resolve("hub/nothing"), Resolution::NotFound);
         assert_eq!(catalog.resolve("nothing"), Resolution::NotFound);
         assert_eq!(catalog.resolve(""), Resolution::NotFound);
+        assert_eq!(catalog.resolve("/utility"), Resolution::NotFound);
+        assert_eq!(catalog.resolve("hub/"), Resolution::NotFound);
         assert_eq!(catalog.resolve("hub/utility/echo"), Resolution::NotFound);
     }
 
     #[test]
     fn capabilities_are_sorted_and_tiers_follow_the_issue() {
         let catalog = catalog();
-        let ids: Vec<&str> = catalog.capabilities().iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["hub/data-insight", "hub/document-pipeline", "hub/utility"]);
+        let ids: Vec<&str> = catalog
+            .capabilities()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["hub/data-insight", "hub/document-pipeline", "hub/utility"]
+        );
         let tier = |id: &str| match catalog.resolve(id) {
             Resolution::Found(capability) => capability.min_tier(),
             other => panic!("{other:?}"),
@@ -307,14 +371,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_namespace_and_url() {
-        assert!(Catalog::builtin("H", "https://x", &CatalogOverrides::default()).unwrap_err().contains("namespace"));
-        assert!(Catalog::builtin("hub", "ftp://x", &CatalogOverrides::default()).unwrap_err().contains("URL"));
+        assert!(
+            Catalog::builtin("H", "https://x", &CatalogOverrides::default())
+                .unwrap_err()
+                .contains("namespace")
+        );
+        assert!(
+            Catalog::builtin("hub", "ftp://x", &CatalogOverrides::default())
+                .unwrap_err()
+                .contains("URL")
+        );
     }
 
     #[test]
     fn guide_and_llms_list_the_live_catalog() {
         let catalog = catalog();
-        assert_eq!(catalog.guide_entries(), json!(["hub/data-insight", "hub/document-pipeline", "hub/utility"]));
+        assert_eq!(
+            catalog.guide_entries(),
+            json!(["hub/data-insight", "hub/document-pipeline", "hub/utility"])
+        );
         let lines = catalog.llms_lines();
         assert_eq!(lines.lines().count(), 3);
         assert!(lines.contains("[hub/utility](https://hub.example/v1/capabilities/hub/utility)"));

@@ -44,7 +44,11 @@ impl Capability {
     /// The lowest tier that can call at least one action: the tier an agent
     /// needs before the capability is of any use to it.
     pub fn min_tier(&self) -> Tier {
-        self.actions.iter().map(|action| action.trust_tier_required).min().unwrap_or(Tier::Bronze)
+        self.actions
+            .iter()
+            .map(|action| action.trust_tier_required)
+            .min()
+            .unwrap_or(Tier::Bronze)
     }
 }
 
@@ -68,7 +72,9 @@ impl Deprecation {
     pub fn sunset_at_rfc3339(&self) -> String {
         // Formatting an OffsetDateTime that came from parsing RFC 3339 cannot
         // fail; fall back to the unix timestamp rather than panic.
-        self.sunset_at.format(&Rfc3339).unwrap_or_else(|_| self.sunset_at.unix_timestamp().to_string())
+        self.sunset_at
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| self.sunset_at.unix_timestamp().to_string())
     }
 
     /// The catalog's `deprecation` object. The status is always
@@ -127,7 +133,12 @@ impl fmt::Debug for Action {
 }
 
 /// The side-effect flags spec 04 §5 defines.
-pub const SIDE_EFFECT_FLAGS: [&str; 4] = ["external_api_call", "stores_data", "modifies_state", "sends_email"];
+pub const SIDE_EFFECT_FLAGS: [&str; 4] = [
+    "external_api_call",
+    "stores_data",
+    "modifies_state",
+    "sends_email",
+];
 
 impl Action {
     /// Checks `input` against the action's input schema (and its byte cap).
@@ -157,7 +168,12 @@ impl Action {
     pub fn side_effects_json(&self) -> Value {
         let flags = SIDE_EFFECT_FLAGS
             .iter()
-            .map(|flag| ((*flag).to_owned(), Value::Bool(self.side_effects.iter().any(|listed| listed == flag))))
+            .map(|flag| {
+                (
+                    (*flag).to_owned(),
+                    Value::Bool(self.side_effects.iter().any(|listed| listed == flag)),
+                )
+            })
             .collect();
         Value::Object(flags)
     }

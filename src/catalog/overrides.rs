@@ -63,10 +63,9 @@ pub(crate) fn resolve(
 ) -> Result<ResolvedOverrides, String> {
     let find = |name: &str, setting: &str| -> Result<&CapabilitySpec, String> {
         let plain = strip_namespace(name, hub_namespace);
-        specs
-            .iter()
-            .find(|spec| spec.name == plain)
-            .ok_or_else(|| format!("catalog override {setting} names `{name}`, which is not a built-in capability"))
+        specs.iter().find(|spec| spec.name == plain).ok_or_else(|| {
+            format!("catalog override {setting} names `{name}`, which is not a built-in capability")
+        })
     };
     let mut resolved = ResolvedOverrides::default();
     for name in &overrides.disabled {
@@ -77,29 +76,40 @@ pub(crate) fn resolve(
     }
     for (key, price) in &overrides.prices {
         let setting = format!("`prices.\"{key}\"`");
-        let (capability, action) = key
-            .rsplit_once('/')
-            .ok_or_else(|| format!("catalog override {setting}: the key must be \"<capability>/<action>\""))?;
+        let (capability, action) = key.rsplit_once('/').ok_or_else(|| {
+            format!("catalog override {setting}: the key must be \"<capability>/<action>\"")
+        })?;
         let spec = find(capability, &setting)?;
         let action = spec
             .actions
             .iter()
             .find(|candidate| candidate.name == action)
-            .ok_or_else(|| format!("catalog override {setting}: `{}` has no action `{action}`", spec.name))?;
-        let amount = Micros::parse(price).map_err(|error| format!("catalog override {setting}: {error}"))?;
+            .ok_or_else(|| {
+                format!(
+                    "catalog override {setting}: `{}` has no action `{action}`",
+                    spec.name
+                )
+            })?;
+        let amount =
+            Micros::parse(price).map_err(|error| format!("catalog override {setting}: {error}"))?;
         if amount.is_zero() {
             // A zero charge would make every call a free call; the billing
             // path books real charges only.
-            return Err(format!("catalog override {setting}: the price must be above zero"));
+            return Err(format!(
+                "catalog override {setting}: the price must be above zero"
+            ));
         }
         resolved.prices.insert((spec.name, action.name), amount);
     }
     for (name, declared) in &overrides.deprecations {
         let setting = format!("`deprecations.\"{name}\"`");
         let spec = find(name, &setting)?;
-        let sunset_at = OffsetDateTime::parse(declared.sunset_at.trim(), &Rfc3339).map_err(|error| {
-            format!("catalog override {setting}: sunset_at must be an RFC 3339 timestamp ({error})")
-        })?;
+        let sunset_at =
+            OffsetDateTime::parse(declared.sunset_at.trim(), &Rfc3339).map_err(|error| {
+                format!(
+                    "catalog override {setting}: sunset_at must be an RFC 3339 timestamp ({error})"
+                )
+            })?;
         let successor_version = match &declared.successor_version {
             None => None,
             Some(text) => {
@@ -107,10 +117,13 @@ pub(crate) fn resolve(
                     format!("catalog override {setting}: successor_version must be MAJOR.MINOR.PATCH ({error})")
                 })?;
                 if !successor.pre.is_empty() || !successor.build.is_empty() {
-                    return Err(format!("catalog override {setting}: successor_version must be MAJOR.MINOR.PATCH"));
+                    return Err(format!(
+                        "catalog override {setting}: successor_version must be MAJOR.MINOR.PATCH"
+                    ));
                 }
-                let current = semver::Version::parse(spec.version)
-                    .map_err(|error| format!("built-in `{}` has a bad version: {error}", spec.name))?;
+                let current = semver::Version::parse(spec.version).map_err(|error| {
+                    format!("built-in `{}` has a bad version: {error}", spec.name)
+                })?;
                 if successor <= current {
                     return Err(format!(
                         "catalog override {setting}: successor_version {successor} is not above the current version {current}"
@@ -119,7 +132,13 @@ pub(crate) fn resolve(
                 Some(successor.to_string())
             }
         };
-        resolved.deprecations.insert(spec.name, Deprecation { sunset_at, successor_version });
+        resolved.deprecations.insert(
+            spec.name,
+            Deprecation {
+                sunset_at,
+                successor_version,
+            },
+        );
     }
     Ok(resolved)
 }
@@ -154,8 +173,13 @@ mod tests {
         .unwrap();
         assert_eq!(full.disabled, vec!["data-insight"]);
         assert_eq!(full.prices["utility/echo"], "$0.002");
-        assert_eq!(full.deprecations["utility"].successor_version.as_deref(), Some("2.0.0"));
+        assert_eq!(
+            full.deprecations["utility"].successor_version.as_deref(),
+            Some("2.0.0")
+        );
         assert!(toml::from_str::<CatalogOverrides>("disable = []").is_err());
-        assert!(toml::from_str::<CatalogOverrides>("[deprecations.utility]\nsunset = \"x\"").is_err());
+        assert!(
+            toml::from_str::<CatalogOverrides>("[deprecations.utility]\nsunset = \"x\"").is_err()
+        );
     }
 }

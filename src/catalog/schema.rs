@@ -43,10 +43,15 @@ impl CompiledSchema {
                 value
                     .as_u64()
                     .and_then(|bytes| usize::try_from(bytes).ok())
-                    .ok_or_else(|| format!("{what}: {MAX_BYTES_KEYWORD} must be a non-negative integer"))?,
+                    .ok_or_else(|| {
+                        format!("{what}: {MAX_BYTES_KEYWORD} must be a non-negative integer")
+                    })?,
             ),
         };
-        Ok(CompiledSchema { validator, max_bytes })
+        Ok(CompiledSchema {
+            validator,
+            max_bytes,
+        })
     }
 
     /// `Ok` when `instance` is within the size cap and valid.
@@ -89,7 +94,9 @@ impl CompiledSchema {
 
 /// Whether the compact JSON encoding of `value` has at most `max_bytes` bytes.
 pub(crate) fn fits_in(value: &Value, max_bytes: usize) -> bool {
-    let mut counter = ByteBudget { remaining: max_bytes };
+    let mut counter = ByteBudget {
+        remaining: max_bytes,
+    };
     serde_json::to_writer(&mut counter, value).is_ok()
 }
 
@@ -132,7 +139,9 @@ mod tests {
             "test",
         )
         .unwrap();
-        let errors = schema.validate(&json!({"b": "secret-value-123"})).unwrap_err();
+        let errors = schema
+            .validate(&json!({"b": "secret-value-123"}))
+            .unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].instance_path, "");
         assert_eq!(errors[0].schema_path, "/required");
@@ -145,8 +154,11 @@ mod tests {
 
     #[test]
     fn caps_the_number_of_reported_violations() {
-        let schema =
-            CompiledSchema::compile(&json!({"type": "array", "items": {"type": "string"}}), "test").unwrap();
+        let schema = CompiledSchema::compile(
+            &json!({"type": "array", "items": {"type": "string"}}),
+            "test",
+        )
+        .unwrap();
         let errors = schema.validate(&json!(vec![1; 100])).unwrap_err();
         assert_eq!(errors.len(), MAX_REPORTED_VIOLATIONS);
     }
@@ -163,13 +175,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_schemas_and_bad_caps() {
-        assert!(CompiledSchema::compile(&json!({"type": 12}), "bad").unwrap_err().starts_with("bad:"));
+        assert!(
+            CompiledSchema::compile(&json!({"type": 12}), "bad")
+                .unwrap_err()
+                .starts_with("bad:")
+        );
         assert!(CompiledSchema::compile(&json!({"x-max-input-bytes": -1}), "bad").is_err());
     }
 
     #[test]
     fn asserts_formats() {
-        let schema = CompiledSchema::compile(&json!({"type": "string", "format": "date"}), "test").unwrap();
+        let schema =
+            CompiledSchema::compile(&json!({"type": "string", "format": "date"}), "test").unwrap();
         assert!(schema.validate(&json!("2026-02-28")).is_ok());
         assert!(schema.validate(&json!("2026-02-30")).is_err());
     }

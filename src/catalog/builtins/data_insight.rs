@@ -31,10 +31,14 @@ pub const PERIODS_MAX: u64 = 1_000;
 /// Series values are bounded so no intermediate can overflow an f64.
 const SERIES_VALUE_ABS_MAX: f64 = 1e12;
 /// Grid for fitting α and β when the caller gives neither.
-const ALPHA_GRID: [f64; 20] =
-    [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0];
-const BETA_GRID: [f64; 20] =
-    [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95];
+const ALPHA_GRID: [f64; 20] = [
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95, 1.0,
+];
+const BETA_GRID: [f64; 20] = [
+    0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8,
+    0.85, 0.9, 0.95,
+];
 
 pub(super) fn capability() -> CapabilitySpec {
     CapabilitySpec {
@@ -213,12 +217,19 @@ struct ColumnStats {
 
 impl ColumnStats {
     fn new(name: String) -> ColumnStats {
-        ColumnStats { name, all_numeric: true, ..ColumnStats::default() }
+        ColumnStats {
+            name,
+            all_numeric: true,
+            ..ColumnStats::default()
+        }
     }
 
     fn push(&mut self, cell: &str) {
         let cell = cell.trim();
-        if NULL_MARKERS.iter().any(|marker| marker.eq_ignore_ascii_case(cell)) {
+        if NULL_MARKERS
+            .iter()
+            .any(|marker| marker.eq_ignore_ascii_case(cell))
+        {
             self.nulls += 1;
             return;
         }
@@ -241,7 +252,7 @@ impl ColumnStats {
         }
     }
 
-    fn to_json(mut self, quantiles: &[f64]) -> Value {
+    fn into_json(mut self, quantiles: &[f64]) -> Value {
         let kind = if self.count == 0 {
             "empty"
         } else if self.all_numeric {
@@ -250,7 +261,11 @@ impl ColumnStats {
             "text"
         };
         let numeric = kind == "numeric";
-        let (mean, stddev) = if numeric { mean_and_sample_stddev(&self.numbers) } else { (None, None) };
+        let (mean, stddev) = if numeric {
+            mean_and_sample_stddev(&self.numbers)
+        } else {
+            (None, None)
+        };
         self.numbers.sort_by(f64::total_cmp);
         let sorted = &self.numbers;
         let quantile_values: Vec<Value> = quantiles
@@ -274,7 +289,9 @@ impl ColumnStats {
 
 /// A finite decimal number; `inf`, `NaN` and friends are not data.
 fn parse_number(cell: &str) -> Option<f64> {
-    let looks_numeric = cell.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    let looks_numeric = cell
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
         && cell.bytes().any(|b| b.is_ascii_digit());
     if !looks_numeric {
         return None;
@@ -284,7 +301,11 @@ fn parse_number(cell: &str) -> Option<f64> {
 
 /// A JSON number, or null when the value is not finite.
 fn finite(value: f64) -> Value {
-    if value.is_finite() { json!(value) } else { Value::Null }
+    if value.is_finite() {
+        json!(value)
+    } else {
+        Value::Null
+    }
 }
 
 /// Welford's algorithm; the standard deviation is the sample one (n - 1) and
@@ -300,7 +321,11 @@ fn mean_and_sample_stddev(values: &[f64]) -> (Option<f64>, Option<f64>) {
         mean += delta / (index + 1) as f64;
         sum_squares += delta * (value - mean);
     }
-    let stddev = if values.len() > 1 { Some((sum_squares / (values.len() - 1) as f64).max(0.0).sqrt()) } else { None };
+    let stddev = if values.len() > 1 {
+        Some((sum_squares / (values.len() - 1) as f64).max(0.0).sqrt())
+    } else {
+        None
+    };
     (Some(mean), stddev)
 }
 
@@ -318,13 +343,18 @@ fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
-    let text = input.get("csv").and_then(Value::as_str).ok_or_else(|| invalid("`csv` must be a string"))?;
+    let text = input
+        .get("csv")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("`csv` must be a string"))?;
     if text.len() > CSV_BYTES_MAX {
         return Err(invalid("`csv` is larger than 1 MiB"));
     }
     let has_header = match input.get("has_header") {
         None => true,
-        Some(value) => value.as_bool().ok_or_else(|| invalid("`has_header` must be a boolean"))?,
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| invalid("`has_header` must be a boolean"))?,
     };
     let delimiter = match input.get("delimiter").map(Value::as_str) {
         None => b',',
@@ -341,7 +371,11 @@ pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
             .map(|item| item.as_f64().filter(|p| (0.0..=1.0).contains(p)))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| invalid("`quantiles` must be numbers from 0 to 1"))?,
-        Some(_) => return Err(invalid(&format!("`quantiles` must be an array of at most {QUANTILES_MAX} numbers"))),
+        Some(_) => {
+            return Err(invalid(&format!(
+                "`quantiles` must be an array of at most {QUANTILES_MAX} numbers"
+            )));
+        }
     };
 
     let mut reader = csv::ReaderBuilder::new()
@@ -354,7 +388,9 @@ pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
     let mut record = csv::StringRecord::new();
     let mut first = true;
     loop {
-        let more = reader.read_record(&mut record).map_err(|error| invalid(&format!("the CSV is malformed: {error}")))?;
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|error| invalid(&format!("the CSV is malformed: {error}")))?;
         if !more {
             break;
         }
@@ -362,15 +398,20 @@ pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
         if first {
             first = false;
             if record.len() > CSV_COLUMNS_MAX {
-                return Err(invalid(&format!("the CSV has more than {CSV_COLUMNS_MAX} columns")));
+                return Err(invalid(&format!(
+                    "the CSV has more than {CSV_COLUMNS_MAX} columns"
+                )));
             }
             columns = record
                 .iter()
                 .enumerate()
                 .map(|(index, name)| {
                     let name = name.trim();
-                    let name =
-                        if !has_header || name.is_empty() { format!("column_{}", index + 1) } else { name.to_owned() };
+                    let name = if !has_header || name.is_empty() {
+                        format!("column_{}", index + 1)
+                    } else {
+                        name.to_owned()
+                    };
                     ColumnStats::new(name)
                 })
                 .collect();
@@ -387,7 +428,9 @@ pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
         }
         rows += 1;
         if rows > CSV_ROWS_MAX {
-            return Err(invalid(&format!("the CSV has more than {CSV_ROWS_MAX} data rows")));
+            return Err(invalid(&format!(
+                "the CSV has more than {CSV_ROWS_MAX} data rows"
+            )));
         }
         // Missing trailing fields count as nulls.
         for (index, column) in columns.iter_mut().enumerate() {
@@ -397,7 +440,10 @@ pub(crate) fn analyze_csv(input: &Value) -> Result<Value, HandlerError> {
     if columns.is_empty() {
         return Err(invalid("the CSV has no rows"));
     }
-    let columns: Vec<Value> = columns.into_iter().map(|column| column.to_json(&quantiles)).collect();
+    let columns: Vec<Value> = columns
+        .into_iter()
+        .map(|column| column.into_json(&quantiles))
+        .collect();
     Ok(json!({"rows": rows, "columns": columns}))
 }
 
@@ -433,7 +479,12 @@ fn holt(series: &[f64], alpha: f64, beta: f64) -> HoltFit {
         level = alpha * observed + (1.0 - alpha) * predicted;
         trend = beta * (level - previous_level) + (1.0 - beta) * trend;
     }
-    HoltFit { level, trend, sse, errors }
+    HoltFit {
+        level,
+        trend,
+        sse,
+        errors,
+    }
 }
 
 /// Φ⁻¹(p), the standard normal quantile (Acklam's rational approximation,
@@ -462,8 +513,12 @@ fn normal_quantile(p: f64) -> f64 {
         4.374_664_141_464_968,
         2.938_163_982_698_783,
     ];
-    const D: [f64; 4] =
-        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
     const LOW: f64 = 0.024_25;
     if p < LOW {
         let q = (-2.0 * p.ln()).sqrt();
@@ -485,27 +540,44 @@ pub(crate) fn forecast(input: &Value) -> Result<Value, HandlerError> {
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("`series` must be an array of numbers"))?
         .iter()
-        .map(|value| value.as_f64().filter(|number| number.abs() <= SERIES_VALUE_ABS_MAX))
+        .map(|value| {
+            value
+                .as_f64()
+                .filter(|number| number.abs() <= SERIES_VALUE_ABS_MAX)
+        })
         .collect::<Option<Vec<f64>>>()
         .ok_or_else(|| invalid("`series` values must be numbers within ±1e12"))?;
     if !(SERIES_POINTS_MIN..=SERIES_POINTS_MAX).contains(&series.len()) {
-        return Err(invalid(&format!("`series` must have {SERIES_POINTS_MIN} to {SERIES_POINTS_MAX} points")));
+        return Err(invalid(&format!(
+            "`series` must have {SERIES_POINTS_MIN} to {SERIES_POINTS_MAX} points"
+        )));
     }
     let periods = input
         .get("periods")
         .and_then(Value::as_u64)
         .filter(|periods| (1..=PERIODS_MAX).contains(periods))
-        .ok_or_else(|| invalid(&format!("`periods` must be an integer from 1 to {PERIODS_MAX}")))?;
-    let parameter = |name: &str, range: std::ops::RangeInclusive<f64>| -> Result<Option<f64>, HandlerError> {
-        match input.get(name) {
-            None => Ok(None),
-            Some(value) => value
-                .as_f64()
-                .filter(|number| range.contains(number))
-                .map(Some)
-                .ok_or_else(|| invalid(&format!("`{name}` must be a number in [{}, {}]", range.start(), range.end()))),
-        }
-    };
+        .ok_or_else(|| {
+            invalid(&format!(
+                "`periods` must be an integer from 1 to {PERIODS_MAX}"
+            ))
+        })?;
+    let parameter =
+        |name: &str, range: std::ops::RangeInclusive<f64>| -> Result<Option<f64>, HandlerError> {
+            match input.get(name) {
+                None => Ok(None),
+                Some(value) => value
+                    .as_f64()
+                    .filter(|number| range.contains(number))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        invalid(&format!(
+                            "`{name}` must be a number in [{}, {}]",
+                            range.start(),
+                            range.end()
+                        ))
+                    }),
+            }
+        };
     let alpha = parameter("alpha", 0.0..=1.0)?;
     if alpha == Some(0.0) {
         return Err(invalid("`alpha` must be greater than 0"));
@@ -523,7 +595,11 @@ pub(crate) fn forecast(input: &Value) -> Result<Value, HandlerError> {
     };
     let fit = holt(&series, alpha, beta);
     let degrees_of_freedom = fit.errors.saturating_sub(2).max(1);
-    let sigma = if fit.errors == 0 { 0.0 } else { (fit.sse / degrees_of_freedom as f64).sqrt() };
+    let sigma = if fit.errors == 0 {
+        0.0
+    } else {
+        (fit.sse / degrees_of_freedom as f64).sqrt()
+    };
     let z = normal_quantile(0.5 + confidence / 2.0);
     // Variance of the h-step error for ETS(A,A,N) (Hyndman & Athanasopoulos,
     // FPP3 §8.7): σ²[1 + (h−1)(α² + αβ*h + β*²h(2h−1)/6)] with β* = αβ.
@@ -579,12 +655,20 @@ mod tests {
     use super::*;
 
     fn column<'a>(output: &'a Value, name: &str) -> &'a Value {
-        output["columns"].as_array().unwrap().iter().find(|column| column["name"] == name).unwrap()
+        output["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|column| column["name"] == name)
+            .unwrap()
     }
 
     #[test]
     fn describes_numeric_and_text_columns() {
-        let output = analyze_csv(&json!({"csv": "a,b,c\n1,x,\n2,y,\n3,x,\n4,,\n", "quantiles": [0, 0.5, 1]})).unwrap();
+        let output = analyze_csv(
+            &json!({"csv": "a,b,c\n1,x,\n2,y,\n3,x,\n4,,\n", "quantiles": [0, 0.5, 1]}),
+        )
+        .unwrap();
         assert_eq!(output["rows"], 4);
         let a = column(&output, "a");
         assert_eq!(a["type"], "numeric");
@@ -608,7 +692,8 @@ mod tests {
     #[test]
     fn handles_headerless_delimited_and_short_rows() {
         let output =
-            analyze_csv(&json!({"csv": "1;2\n3\n5;6", "has_header": false, "delimiter": ";"})).unwrap();
+            analyze_csv(&json!({"csv": "1;2\n3\n5;6", "has_header": false, "delimiter": ";"}))
+                .unwrap();
         assert_eq!(output["rows"], 3);
         let second = column(&output, "column_2");
         assert_eq!(second["count"], 2);
@@ -638,14 +723,19 @@ mod tests {
     #[test]
     fn csv_limits_and_errors() {
         let bad = |input: Value| matches!(analyze_csv(&input), Err(HandlerError::InvalidInput(_)));
-        let wide: Vec<String> = (0..=CSV_COLUMNS_MAX).map(|index| format!("c{index}")).collect();
+        let wide: Vec<String> = (0..=CSV_COLUMNS_MAX)
+            .map(|index| format!("c{index}"))
+            .collect();
         assert!(bad(json!({"csv": wide.join(",")})));
         let mut long = String::from("x\n");
         long.push_str(&"1\n".repeat(CSV_ROWS_MAX + 1));
         assert!(bad(json!({"csv": long})));
         let mut at_limit = String::from("x\n");
         at_limit.push_str(&"1\n".repeat(CSV_ROWS_MAX));
-        assert_eq!(analyze_csv(&json!({"csv": at_limit})).unwrap()["rows"], CSV_ROWS_MAX);
+        assert_eq!(
+            analyze_csv(&json!({"csv": at_limit})).unwrap()["rows"],
+            CSV_ROWS_MAX
+        );
         assert!(bad(json!({"csv": "a,b\n1,2,3\n"})));
         assert!(bad(json!({"csv": "x".repeat(CSV_BYTES_MAX + 1)})));
         assert!(bad(json!({"csv": ""})));
@@ -657,7 +747,11 @@ mod tests {
     #[test]
     fn forecast_continues_a_noiseless_line() {
         let series: Vec<f64> = (0..50).map(|t| 3.0 + 2.5 * t as f64).collect();
-        for parameters in [json!({}), json!({"alpha": 0.3, "beta": 0.1}), json!({"alpha": 1.0})] {
+        for parameters in [
+            json!({}),
+            json!({"alpha": 0.3, "beta": 0.1}),
+            json!({"alpha": 1.0}),
+        ] {
             let mut input = json!({"series": series, "periods": 25});
             for (key, value) in parameters.as_object().unwrap() {
                 input[key] = value.clone();
@@ -666,7 +760,10 @@ mod tests {
             for point in output["forecast"].as_array().unwrap() {
                 let step = point["step"].as_f64().unwrap();
                 let expected = 3.0 + 2.5 * (49.0 + step);
-                assert!((point["value"].as_f64().unwrap() - expected).abs() < 1e-6, "{point}");
+                assert!(
+                    (point["value"].as_f64().unwrap() - expected).abs() < 1e-6,
+                    "{point}"
+                );
             }
         }
     }
@@ -674,7 +771,9 @@ mod tests {
     #[test]
     fn intervals_widen_with_the_horizon() {
         // Deterministic noise around a trend.
-        let series: Vec<f64> = (0..60).map(|t| 100.0 + 1.5 * t as f64 + ((t * 37 % 11) as f64 - 5.0)).collect();
+        let series: Vec<f64> = (0..60)
+            .map(|t| 100.0 + 1.5 * t as f64 + ((t * 37 % 11) as f64 - 5.0))
+            .collect();
         let output = forecast(&json!({"series": series, "periods": 30})).unwrap();
         assert_eq!(output["fitted_parameters"], true);
         assert!(output["sigma"].as_f64().unwrap() > 0.0);
@@ -693,7 +792,10 @@ mod tests {
         // A higher confidence gives a wider interval.
         let wide = forecast(&json!({"series": series, "periods": 1, "confidence": 0.99})).unwrap();
         let narrow = forecast(&json!({"series": series, "periods": 1, "confidence": 0.8})).unwrap();
-        let width = |output: &Value| output["forecast"][0]["upper"].as_f64().unwrap() - output["forecast"][0]["lower"].as_f64().unwrap();
+        let width = |output: &Value| {
+            output["forecast"][0]["upper"].as_f64().unwrap()
+                - output["forecast"][0]["lower"].as_f64().unwrap()
+        };
         assert!(width(&wide) > width(&narrow));
     }
 
@@ -710,15 +812,26 @@ mod tests {
         let bad = |input: Value| matches!(forecast(&input), Err(HandlerError::InvalidInput(_)));
         assert!(bad(json!({"series": [1, 2], "periods": 1})));
         assert!(bad(json!({"series": [1, 2, 3], "periods": 0})));
-        assert!(bad(json!({"series": [1, 2, 3], "periods": PERIODS_MAX + 1})));
+        assert!(bad(
+            json!({"series": [1, 2, 3], "periods": PERIODS_MAX + 1})
+        ));
         assert!(bad(json!({"series": [1, 2, "x"], "periods": 1})));
         assert!(bad(json!({"series": [1, 2, 1e13], "periods": 1})));
         assert!(bad(json!({"series": [1, 2, 3], "periods": 1, "alpha": 0})));
         assert!(bad(json!({"series": [1, 2, 3], "periods": 1, "beta": 1.5})));
-        assert!(bad(json!({"series": [1, 2, 3], "periods": 1, "confidence": 1})));
-        assert!(bad(json!({"series": vec![1.0; SERIES_POINTS_MAX + 1], "periods": 1})));
-        let largest = forecast(&json!({"series": vec![1e12; SERIES_POINTS_MAX], "periods": PERIODS_MAX})).unwrap();
-        assert_eq!(largest["forecast"].as_array().unwrap().len(), PERIODS_MAX as usize);
+        assert!(bad(
+            json!({"series": [1, 2, 3], "periods": 1, "confidence": 1})
+        ));
+        assert!(bad(
+            json!({"series": vec![1.0; SERIES_POINTS_MAX + 1], "periods": 1})
+        ));
+        let largest =
+            forecast(&json!({"series": vec![1e12; SERIES_POINTS_MAX], "periods": PERIODS_MAX}))
+                .unwrap();
+        assert_eq!(
+            largest["forecast"].as_array().unwrap().len(),
+            PERIODS_MAX as usize
+        );
         assert!(largest["forecast"][999]["upper"].is_f64());
     }
 }

@@ -21,7 +21,11 @@ pub(crate) fn parse_fixed(
     match value {
         Value::String(text) => {
             let text = text.trim();
-            let text = if allow_dollar { text.strip_prefix('$').unwrap_or(text) } else { text };
+            let text = if allow_dollar {
+                text.strip_prefix('$').unwrap_or(text)
+            } else {
+                text
+            };
             parse_text(text, scale, whole_digits_max)
         }
         Value::Number(number) => {
@@ -58,7 +62,9 @@ fn parse_text(text: &str, scale: u32, whole_digits_max: usize) -> Result<u128, S
     }
     let whole = whole.trim_start_matches('0');
     if whole.len() > whole_digits_max {
-        return Err(format!("is larger than {whole_digits_max} whole digits allow"));
+        return Err(format!(
+            "is larger than {whole_digits_max} whole digits allow"
+        ));
     }
     let mut units: u128 = 0;
     for digit in whole.bytes().chain(fraction.bytes()) {
@@ -79,11 +85,19 @@ pub(crate) fn div_round_half_up(numerator: u128, denominator: u128) -> u128 {
 pub(crate) fn format_fixed(units: u128, scale: u32, grouped: bool) -> String {
     let divisor = 10u128.pow(scale);
     let whole = (units / divisor).to_string();
-    let whole = if grouped { group_thousands(&whole) } else { whole };
+    let whole = if grouped {
+        group_thousands(&whole)
+    } else {
+        whole
+    };
     if scale == 0 {
         return whole;
     }
-    format!("{whole}.{:0width$}", units % divisor, width = scale as usize)
+    format!(
+        "{whole}.{:0width$}",
+        units % divisor,
+        width = scale as usize
+    )
 }
 
 /// Renders `units` of `10^-scale` with trailing zeros dropped (`"8.25"`, `"20"`).
@@ -98,7 +112,7 @@ pub(crate) fn format_trimmed(units: u128, scale: u32) -> String {
 fn group_thousands(digits: &str) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);

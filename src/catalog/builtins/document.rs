@@ -43,8 +43,8 @@ const INPUT_BYTES_MAX: u64 = 256 * 1024;
 
 /// ISO 4217 currencies without minor units.
 const ZERO_DECIMAL_CURRENCIES: [&str; 17] = [
-    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
-    "XPF",
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
 ];
 /// ISO 4217 currencies with three decimals.
 const THREE_DECIMAL_CURRENCIES: [&str; 7] = ["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
@@ -246,7 +246,10 @@ fn input_schema(kind: Kind) -> Value {
                 required.push("due_date");
             }
             Kind::Receipt => {
-                map.insert("payment_method".to_owned(), json!({"type": "string", "maxLength": 100}));
+                map.insert(
+                    "payment_method".to_owned(),
+                    json!({"type": "string", "maxLength": 100}),
+                );
             }
         }
     }
@@ -352,9 +355,18 @@ fn generate(input: &Value, kind: Kind) -> Result<Value, HandlerError> {
     metadata.insert("due_date".to_owned(), json!(computed.due_date));
     metadata.insert("line_items".to_owned(), json!(computed.lines.len()));
     metadata.insert("pages".to_owned(), json!(page_count));
-    metadata.insert("subtotal".to_owned(), json!(money(computed.subtotal, computed.digits)));
-    metadata.insert("tax".to_owned(), json!(money(computed.tax, computed.digits)));
-    metadata.insert("total".to_owned(), json!(money(computed.total, computed.digits)));
+    metadata.insert(
+        "subtotal".to_owned(),
+        json!(money(computed.subtotal, computed.digits)),
+    );
+    metadata.insert(
+        "tax".to_owned(),
+        json!(money(computed.tax, computed.digits)),
+    );
+    metadata.insert(
+        "total".to_owned(),
+        json!(money(computed.total, computed.digits)),
+    );
     metadata.insert("subtotal_minor".to_owned(), json!(computed.subtotal as u64));
     metadata.insert("tax_minor".to_owned(), json!(computed.tax as u64));
     metadata.insert("total_minor".to_owned(), json!(computed.total as u64));
@@ -381,11 +393,17 @@ fn generate(input: &Value, kind: Kind) -> Result<Value, HandlerError> {
 }
 
 fn compute(input: &Value, kind: Kind) -> Result<Computed, HandlerError> {
-    let object = input.as_object().ok_or_else(|| invalid("the input must be an object"))?;
-    optional_str(input, "client_name")?.filter(|name| !name.is_empty()).ok_or_else(|| invalid("`client_name` is required"))?;
+    let object = input
+        .as_object()
+        .ok_or_else(|| invalid("the input must be an object"))?;
+    optional_str(input, "client_name")?
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| invalid("`client_name` is required"))?;
     let currency = optional_str(input, "currency")?.unwrap_or("USD").to_owned();
     if !(3..=5).contains(&currency.len()) || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(invalid("`currency` must be 3 to 5 capital letters, like USD"));
+        return Err(invalid(
+            "`currency` must be 3 to 5 capital letters, like USD",
+        ));
     }
     let digits = minor_unit_digits(&currency);
 
@@ -400,9 +418,14 @@ fn compute(input: &Value, kind: Kind) -> Result<Computed, HandlerError> {
         return Err(invalid("`due_date` is before `issue_date`"));
     }
 
-    let items = object.get("items").and_then(Value::as_array).ok_or_else(|| invalid("`items` must be an array"))?;
+    let items = object
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("`items` must be an array"))?;
     if items.is_empty() || items.len() > LINE_ITEMS_MAX {
-        return Err(invalid(&format!("`items` must have 1 to {LINE_ITEMS_MAX} entries")));
+        return Err(invalid(&format!(
+            "`items` must have 1 to {LINE_ITEMS_MAX} entries"
+        )));
     }
     // minor units per currency unit, and the divisor taking
     // quantity_milli × price_micro down to minor units.
@@ -410,31 +433,54 @@ fn compute(input: &Value, kind: Kind) -> Result<Computed, HandlerError> {
     let mut lines = Vec::with_capacity(items.len());
     let mut tax_groups: BTreeMap<u128, (u128, u128)> = BTreeMap::new();
     for (index, item) in items.iter().enumerate() {
-        let field = |name: &str| item.get(name).ok_or_else(|| invalid(&format!("`items[{index}].{name}` is required")));
+        let field = |name: &str| {
+            item.get(name)
+                .ok_or_else(|| invalid(&format!("`items[{index}].{name}` is required")))
+        };
         let description = field("description")?
             .as_str()
             .ok_or_else(|| invalid(&format!("`items[{index}].description` must be a string")))?
             .to_owned();
-        let quantity_milli = parse_fixed(field("quantity")?, QUANTITY_SCALE, QUANTITY_WHOLE_DIGITS_MAX, false)
-            .map_err(|reason| invalid(&format!("`items[{index}].quantity` {reason}")))?;
+        let quantity_milli = parse_fixed(
+            field("quantity")?,
+            QUANTITY_SCALE,
+            QUANTITY_WHOLE_DIGITS_MAX,
+            false,
+        )
+        .map_err(|reason| invalid(&format!("`items[{index}].quantity` {reason}")))?;
         if quantity_milli == 0 {
-            return Err(invalid(&format!("`items[{index}].quantity` must be greater than 0")));
+            return Err(invalid(&format!(
+                "`items[{index}].quantity` must be greater than 0"
+            )));
         }
-        let unit_price_micro = parse_fixed(field("unit_price")?, PRICE_SCALE, PRICE_WHOLE_DIGITS_MAX, true)
-            .map_err(|reason| invalid(&format!("`items[{index}].unit_price` {reason}")))?;
+        let unit_price_micro = parse_fixed(
+            field("unit_price")?,
+            PRICE_SCALE,
+            PRICE_WHOLE_DIGITS_MAX,
+            true,
+        )
+        .map_err(|reason| invalid(&format!("`items[{index}].unit_price` {reason}")))?;
         let tax_rate = match item.get("tax_rate") {
             None | Some(Value::Null) => 0,
             Some(value) => parse_fixed(value, RATE_SCALE, 3, false)
                 .map_err(|reason| invalid(&format!("`items[{index}].tax_rate` {reason}")))?,
         };
         if tax_rate > RATE_HUNDRED_PERCENT {
-            return Err(invalid(&format!("`items[{index}].tax_rate` must be at most 100 (percent)")));
+            return Err(invalid(&format!(
+                "`items[{index}].tax_rate` must be at most 100 (percent)"
+            )));
         }
         // At most 10^10 × 10^15 = 10^25 < 2^128: no overflow possible.
         let net_minor = div_round_half_up(quantity_milli * unit_price_micro, divisor);
         let group = tax_groups.entry(tax_rate).or_insert((0, 0));
         group.0 += net_minor;
-        lines.push(Line { description, quantity_milli, unit_price_micro, tax_rate, net_minor });
+        lines.push(Line {
+            description,
+            quantity_milli,
+            unit_price_micro,
+            tax_rate,
+            net_minor,
+        });
     }
     for (rate, (taxable, tax)) in tax_groups.iter_mut() {
         *tax = div_round_half_up(*taxable * *rate, RATE_HUNDRED_PERCENT);
@@ -443,30 +489,41 @@ fn compute(input: &Value, kind: Kind) -> Result<Computed, HandlerError> {
     let tax: u128 = tax_groups.values().map(|(_, tax)| tax).sum();
     let total = subtotal + tax;
     if total > MINOR_UNITS_MAX {
-        return Err(invalid("the document total is too large to represent exactly"));
+        return Err(invalid(
+            "the document total is too large to represent exactly",
+        ));
     }
 
     let number = match optional_str(input, kind.number_field())? {
         Some(number) => {
             let valid = (1..=40).contains(&number.len())
-                && number.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+                && number
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
             if !valid {
-                return Err(invalid(&format!("`{}` must be 1-40 letters, digits, . _ / -", kind.number_field())));
+                return Err(invalid(&format!(
+                    "`{}` must be 1-40 letters, digits, . _ / -",
+                    kind.number_field()
+                )));
             }
             number.to_owned()
         }
         None => {
             // Same input, same number: a hash of the canonical input.
             let sum = digest(&SHA256, &canonical_json(input));
-            format!("{}{}", kind.number_prefix(), hex::encode_upper(&sum.as_ref()[..6]))
+            format!(
+                "{}{}",
+                kind.number_prefix(),
+                hex::encode_upper(&sum.as_ref()[..6])
+            )
         }
     };
     Ok(Computed {
         number,
         currency,
         digits,
-        issue_date: issue_date.map(|date| date_text(date)),
-        due_date: due_date.map(|date| date_text(date)),
+        issue_date: issue_date.map(date_text),
+        due_date: due_date.map(date_text),
         lines,
         tax_groups,
         subtotal,
@@ -507,11 +564,19 @@ fn optional_date(input: &Value, name: &str) -> Result<Option<Date>, HandlerError
 }
 
 fn date_text(date: Date) -> String {
-    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 fn file_safe(number: &str) -> String {
-    number.chars().map(|c| if c == '/' { '-' } else { c }).collect()
+    number
+        .chars()
+        .map(|c| if c == '/' { '-' } else { c })
+        .collect()
 }
 
 fn invalid(message: &str) -> HandlerError {
@@ -546,12 +611,21 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
         facts.push(("Due date:".to_owned(), date.clone()));
     }
     if kind == Kind::Receipt && !string("payment_method").is_empty() {
-        facts.push(("Paid by:".to_owned(), fit(string("payment_method"), Weight::Regular, BODY_SIZE, 140.0)));
+        facts.push((
+            "Paid by:".to_owned(),
+            fit(string("payment_method"), Weight::Regular, BODY_SIZE, 140.0),
+        ));
     }
     facts.push(("Currency:".to_owned(), computed.currency.clone()));
     let mut y = top;
     for (label, value) in &facts {
-        doc.text_right(PAGE_WIDTH - MARGIN - 150.0, y, label, Weight::Bold, BODY_SIZE);
+        doc.text_right(
+            PAGE_WIDTH - MARGIN - 150.0,
+            y,
+            label,
+            Weight::Bold,
+            BODY_SIZE,
+        );
         doc.text_right(PAGE_WIDTH - MARGIN, y, value, Weight::Regular, BODY_SIZE);
         y -= LINE_HEIGHT;
     }
@@ -560,35 +634,76 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
     // Parties.
     let seller = string("seller_name");
     if !seller.is_empty() {
-        block(&mut doc, "From", seller, string("seller_address"), text_width);
+        block(
+            &mut doc,
+            "From",
+            seller,
+            string("seller_address"),
+            text_width,
+        );
     }
-    let client_label = if kind == Kind::Invoice { "Bill to" } else { "Received from" };
-    block(&mut doc, client_label, string("client_name"), string("client_address"), text_width);
+    let client_label = if kind == Kind::Invoice {
+        "Bill to"
+    } else {
+        "Received from"
+    };
+    block(
+        &mut doc,
+        client_label,
+        string("client_name"),
+        string("client_address"),
+        text_width,
+    );
     doc.y -= 6.0;
 
     // Items.
     table_header(&mut doc);
     for line in &computed.lines {
-        let description = wrap(&line.description, Weight::Regular, BODY_SIZE, COLUMN_DESCRIPTION_WIDTH, 3);
+        let description = wrap(
+            &line.description,
+            Weight::Regular,
+            BODY_SIZE,
+            COLUMN_DESCRIPTION_WIDTH,
+            3,
+        );
         let height = LINE_HEIGHT * description.len() as f32 + 3.0;
         if doc.ensure_room(height) {
             table_header(&mut doc);
         }
         let y = doc.y;
         for (offset, text) in description.iter().enumerate() {
-            doc.text(COLUMN_DESCRIPTION_X, y - LINE_HEIGHT * offset as f32, text, Weight::Regular, BODY_SIZE);
+            doc.text(
+                COLUMN_DESCRIPTION_X,
+                y - LINE_HEIGHT * offset as f32,
+                text,
+                Weight::Regular,
+                BODY_SIZE,
+            );
         }
         let quantity = format_trimmed(line.quantity_milli, QUANTITY_SCALE);
-        let price = format_trimmed(line.unit_price_micro, PRICE_SCALE);
-        let price = if price.contains('.') || computed.digits == 0 {
-            price
-        } else {
-            format!("{price}.{}", "0".repeat(computed.digits as usize))
-        };
-        doc.text_right(COLUMN_QUANTITY_RIGHT, y, &quantity, Weight::Regular, BODY_SIZE);
+        let price = unit_price_text(line.unit_price_micro, computed.digits);
+        doc.text_right(
+            COLUMN_QUANTITY_RIGHT,
+            y,
+            &quantity,
+            Weight::Regular,
+            BODY_SIZE,
+        );
         doc.text_right(COLUMN_PRICE_RIGHT, y, &price, Weight::Regular, BODY_SIZE);
-        doc.text_right(COLUMN_TAX_RIGHT, y, &format!("{}%", format_trimmed(line.tax_rate, RATE_SCALE)), Weight::Regular, BODY_SIZE);
-        doc.text_right(COLUMN_AMOUNT_RIGHT, y, &format_fixed(line.net_minor, computed.digits, true), Weight::Regular, BODY_SIZE);
+        doc.text_right(
+            COLUMN_TAX_RIGHT,
+            y,
+            &format!("{}%", format_trimmed(line.tax_rate, RATE_SCALE)),
+            Weight::Regular,
+            BODY_SIZE,
+        );
+        doc.text_right(
+            COLUMN_AMOUNT_RIGHT,
+            y,
+            &format_fixed(line.net_minor, computed.digits, true),
+            Weight::Regular,
+            BODY_SIZE,
+        );
         doc.y -= height;
     }
 
@@ -598,12 +713,33 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
     let y = doc.y + 4.0;
     doc.rule(y, 0.5);
     doc.y -= 12.0;
-    let amount = |minor: u128| format!("{} {}", computed.currency, format_fixed(minor, computed.digits, true));
-    total_row(&mut doc, "Subtotal", &amount(computed.subtotal), Weight::Regular);
-    for (rate, (_, tax)) in &computed.tax_groups {
-        total_row(&mut doc, &format!("Tax {}%", format_trimmed(*rate, RATE_SCALE)), &amount(*tax), Weight::Regular);
+    let amount = |minor: u128| {
+        format!(
+            "{} {}",
+            computed.currency,
+            format_fixed(minor, computed.digits, true)
+        )
+    };
+    total_row(
+        &mut doc,
+        "Subtotal",
+        &amount(computed.subtotal),
+        Weight::Regular,
+    );
+    // Untaxed lines need no "Tax 0%" row; the metadata still lists them.
+    for (rate, (_, tax)) in computed.tax_groups.iter().filter(|(rate, _)| **rate > 0) {
+        total_row(
+            &mut doc,
+            &format!("Tax {}%", format_trimmed(*rate, RATE_SCALE)),
+            &amount(*tax),
+            Weight::Regular,
+        );
     }
-    let total_label = if kind == Kind::Invoice { "Total due" } else { "Total paid" };
+    let total_label = if kind == Kind::Invoice {
+        "Total due"
+    } else {
+        "Total paid"
+    };
     doc.y -= 3.0;
     total_row(&mut doc, total_label, &amount(computed.total), Weight::Bold);
 
@@ -626,11 +762,34 @@ fn render(input: &Value, kind: Kind, computed: &Computed) -> (Vec<u8>, usize) {
     (doc.finish(), page_count)
 }
 
+/// A unit price with at least the currency's minor-unit digits (`18.90`)
+/// and up to six when the price has them (`0.0125`).
+fn unit_price_text(micro: u128, digits: u32) -> String {
+    let text = format_trimmed(micro, PRICE_SCALE);
+    let fraction_digits = text
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len()) as u32;
+    if fraction_digits >= digits {
+        return text;
+    }
+    let separator = if fraction_digits == 0 { "." } else { "" };
+    format!(
+        "{text}{separator}{}",
+        "0".repeat((digits - fraction_digits) as usize)
+    )
+}
+
 /// A labelled name-and-address block.
 fn block(doc: &mut Document, label: &str, name: &str, address: &str, width: f32) {
-    let mut rows = vec![(fit(name, Weight::Regular, BODY_SIZE, width), Weight::Regular)];
+    let mut rows = vec![(
+        fit(name, Weight::Regular, BODY_SIZE, width),
+        Weight::Regular,
+    )];
     for line in address.lines().take(6) {
-        rows.push((fit(line, Weight::Regular, BODY_SIZE, width), Weight::Regular));
+        rows.push((
+            fit(line, Weight::Regular, BODY_SIZE, width),
+            Weight::Regular,
+        ));
     }
     doc.ensure_room(LINE_HEIGHT * (rows.len() + 1) as f32);
     let y = doc.y;
@@ -646,7 +805,13 @@ fn block(doc: &mut Document, label: &str, name: &str, address: &str, width: f32)
 
 fn table_header(doc: &mut Document) {
     let y = doc.y;
-    doc.text(COLUMN_DESCRIPTION_X, y, "Description", Weight::Bold, BODY_SIZE);
+    doc.text(
+        COLUMN_DESCRIPTION_X,
+        y,
+        "Description",
+        Weight::Bold,
+        BODY_SIZE,
+    );
     doc.text_right(COLUMN_QUANTITY_RIGHT, y, "Qty", Weight::Bold, BODY_SIZE);
     doc.text_right(COLUMN_PRICE_RIGHT, y, "Unit price", Weight::Bold, BODY_SIZE);
     doc.text_right(COLUMN_TAX_RIGHT, y, "Tax", Weight::Bold, BODY_SIZE);
@@ -722,20 +887,29 @@ mod tests {
         assert_eq!(output["metadata"]["minor_unit_digits"], 0);
         let dinar = json!({"client_name": "A", "due_date": "2026-01-01", "currency": "KWD",
                            "items": [{"description": "x", "quantity": 1, "unit_price": "1.2345"}]});
-        assert_eq!(generate_invoice(&dinar).unwrap()["metadata"]["total"], "1.235");
+        assert_eq!(
+            generate_invoice(&dinar).unwrap()["metadata"]["total"],
+            "1.235"
+        );
     }
 
     #[test]
     fn number_is_given_or_derived_deterministically() {
         let input = invoice(json!([{"description": "x", "quantity": 1, "unit_price": 1}]));
         let first = generate_invoice(&input).unwrap();
-        let number = first["metadata"]["invoice_number"].as_str().unwrap().to_owned();
+        let number = first["metadata"]["invoice_number"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(number.starts_with("INV-") && number.len() == 16, "{number}");
         // Same input, byte-identical output.
         assert_eq!(generate_invoice(&input).unwrap(), first);
         let mut other = input.clone();
         other["client_name"] = json!("Other");
-        assert_ne!(generate_invoice(&other).unwrap()["metadata"]["invoice_number"], number.as_str());
+        assert_ne!(
+            generate_invoice(&other).unwrap()["metadata"]["invoice_number"],
+            number.as_str()
+        );
         let mut given = input;
         given["invoice_number"] = json!("2026/007");
         let output = generate_invoice(&given).unwrap();
@@ -745,23 +919,44 @@ mod tests {
 
     #[test]
     fn rejects_semantic_errors() {
-        let bad = |input: Value| matches!(generate_invoice(&input), Err(HandlerError::InvalidInput(_)));
-        assert!(bad(json!({"client_name": "A", "due_date": "2026-02-30", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})));
-        assert!(bad(json!({"client_name": "A", "issue_date": "2026-03-01", "due_date": "2026-02-01", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})));
-        assert!(bad(json!({"client_name": "A", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})));
+        let bad =
+            |input: Value| matches!(generate_invoice(&input), Err(HandlerError::InvalidInput(_)));
+        assert!(bad(
+            json!({"client_name": "A", "due_date": "2026-02-30", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})
+        ));
+        assert!(bad(
+            json!({"client_name": "A", "issue_date": "2026-03-01", "due_date": "2026-02-01", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})
+        ));
+        assert!(bad(
+            json!({"client_name": "A", "items": [{"description": "x", "quantity": 1, "unit_price": 1}]})
+        ));
         assert!(bad(invoice(json!([]))));
-        assert!(bad(invoice(json!([{"description": "x", "quantity": 0, "unit_price": 1}]))));
-        assert!(bad(invoice(json!([{"description": "x", "quantity": 1, "unit_price": -1}]))));
-        assert!(bad(invoice(json!([{"description": "x", "quantity": 1, "unit_price": "0.0000001"}]))));
-        assert!(bad(invoice(json!([{"description": "x", "quantity": 1, "unit_price": 1, "tax_rate": 101}]))));
+        assert!(bad(invoice(
+            json!([{"description": "x", "quantity": 0, "unit_price": 1}])
+        )));
+        assert!(bad(invoice(
+            json!([{"description": "x", "quantity": 1, "unit_price": -1}])
+        )));
+        assert!(bad(invoice(
+            json!([{"description": "x", "quantity": 1, "unit_price": "0.0000001"}])
+        )));
+        assert!(bad(invoice(
+            json!([{"description": "x", "quantity": 1, "unit_price": 1, "tax_rate": 101}])
+        )));
         assert!(bad(invoice(json!([{"description": "x", "quantity": 1}]))));
         assert!(bad(json!("not an object")));
         let mut too_many_items = Vec::new();
-        too_many_items.resize(LINE_ITEMS_MAX + 1, json!({"description": "x", "quantity": 1, "unit_price": 1}));
+        too_many_items.resize(
+            LINE_ITEMS_MAX + 1,
+            json!({"description": "x", "quantity": 1, "unit_price": 1}),
+        );
         assert!(bad(invoice(Value::Array(too_many_items))));
         // 200 lines at the largest quantity and price pass 2^53 minor units.
         let mut huge = Vec::new();
-        huge.resize(LINE_ITEMS_MAX, json!({"description": "x", "quantity": 9_999_999, "unit_price": 999_999_999}));
+        huge.resize(
+            LINE_ITEMS_MAX,
+            json!({"description": "x", "quantity": 9_999_999, "unit_price": 999_999_999}),
+        );
         assert!(bad(invoice(Value::Array(huge))));
     }
 
@@ -781,6 +976,15 @@ mod tests {
     }
 
     #[test]
+    fn unit_prices_show_at_least_the_currency_digits() {
+        assert_eq!(unit_price_text(18_900_000, 2), "18.90");
+        assert_eq!(unit_price_text(18_000_000, 2), "18.00");
+        assert_eq!(unit_price_text(12_500, 2), "0.0125");
+        assert_eq!(unit_price_text(1_000_000_000, 0), "1000");
+        assert_eq!(unit_price_text(1_500_000, 3), "1.500");
+    }
+
+    #[test]
     fn receipt_shows_payment_and_total_paid() {
         let output = generate_receipt(&json!({
             "client_name": "Jane", "payment_method": "Card", "currency": "EUR",
@@ -788,7 +992,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(output["metadata"]["total"], "7.38"); // 6.20 + 1.178 → 1.18
-        assert!(output["metadata"]["receipt_number"].as_str().unwrap().starts_with("RCT-"));
+        assert!(
+            output["metadata"]["receipt_number"]
+                .as_str()
+                .unwrap()
+                .starts_with("RCT-")
+        );
         let text = pdf_text(&output);
         assert!(text.contains("Total paid"));
         assert!(text.contains("EUR 7.38"));

@@ -53,5 +53,9 @@ pub(crate) fn example(input: Value, output: Value) -> Example {
 
 /// Every built-in, in no particular order (the catalog sorts by id).
 pub(crate) fn all() -> Vec<CapabilitySpec> {
-    vec![utility::capability(), document::capability(), data_insight::capability()]
+    vec![
+        utility::capability(),
+        document::capability(),
+        data_insight::capability(),
+    ]
 }

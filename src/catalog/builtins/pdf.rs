@@ -26,7 +26,8 @@ pub(crate) enum Weight {
 
 /// Helvetica advance widths (1/1000 em) for ASCII 32..=126.
 const HELVETICA_WIDTHS: [u16; 95] = [
-    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, // ' '..'/'
+    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278,
+    278, // ' '..'/'
     556, 556, 556, 556, 556, 556, 556, 556, 556, 556, // '0'..'9'
     278, 278, 584, 584, 584, 556, 1015, // ':'..'@'
     667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, // 'A'..'M'
@@ -92,12 +93,22 @@ pub(crate) fn win_ansi(text: &str) -> Vec<u8> {
 
 /// Greedy word wrap to `width` points; words wider than a line are broken.
 /// At most `lines_max` lines; when text is cut the last line ends in "...".
-pub(crate) fn wrap(text: &str, weight: Weight, size: f32, width: f32, lines_max: usize) -> Vec<String> {
+pub(crate) fn wrap(
+    text: &str,
+    weight: Weight,
+    size: f32,
+    width: f32,
+    lines_max: usize,
+) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for paragraph in text.split('\n') {
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
-            let candidate = if line.is_empty() { word.to_owned() } else { format!("{line} {word}") };
+            let candidate = if line.is_empty() {
+                word.to_owned()
+            } else {
+                format!("{line} {word}")
+            };
             if text_width(&candidate, weight, size) <= width {
                 line = candidate;
                 continue;
@@ -145,7 +156,11 @@ pub(crate) fn ellipsize(text: &str, weight: Weight, size: f32, width: f32) -> St
 
 /// Text cut to one line of `width` points (with "..." when cut).
 pub(crate) fn fit(text: &str, weight: Weight, size: f32, width: f32) -> String {
-    if text_width(text, weight, size) <= width { text.to_owned() } else { ellipsize(text, weight, size, width) }
+    if text_width(text, weight, size) <= width {
+        text.to_owned()
+    } else {
+        ellipsize(text, weight, size, width)
+    }
 }
 
 /// Lays text out top-down over as many A4 pages as needed.
@@ -158,7 +173,11 @@ pub(crate) struct Document {
 
 impl Document {
     pub(crate) fn new(title: &str) -> Document {
-        Document { pages: vec![Content::new()], y: PAGE_HEIGHT - MARGIN, title: title.to_owned() }
+        Document {
+            pages: vec![Content::new()],
+            y: PAGE_HEIGHT - MARGIN,
+            title: title.to_owned(),
+        }
     }
 
     /// Starts a new page when fewer than `height` points are left.
@@ -174,7 +193,11 @@ impl Document {
 
     /// Text with its left edge at `x` on baseline `y` of the current page.
     pub(crate) fn text(&mut self, x: f32, y: f32, text: &str, weight: Weight, size: f32) {
-        let font = if weight == Weight::Bold { BOLD } else { REGULAR };
+        let font = if weight == Weight::Bold {
+            BOLD
+        } else {
+            REGULAR
+        };
         let encoded = win_ansi(text);
         let page = self.pages.last_mut().expect("a document always has a page");
         page.begin_text();
@@ -227,14 +250,24 @@ impl Document {
         let regular_id = Ref::new(3);
         let bold_id = Ref::new(4);
         let info_id = Ref::new(5);
-        let page_ids: Vec<Ref> = (0..page_count).map(|index| Ref::new(6 + 2 * index as i32)).collect();
+        let page_ids: Vec<Ref> = (0..page_count)
+            .map(|index| Ref::new(6 + 2 * index as i32))
+            .collect();
 
         let mut pdf = Pdf::new();
         pdf.catalog(catalog_id).pages(tree_id);
-        pdf.pages(tree_id).kids(page_ids.iter().copied()).count(page_count as i32);
-        pdf.type1_font(regular_id).base_font(Name(b"Helvetica")).encoding_predefined(Name(b"WinAnsiEncoding"));
-        pdf.type1_font(bold_id).base_font(Name(b"Helvetica-Bold")).encoding_predefined(Name(b"WinAnsiEncoding"));
-        pdf.document_info(info_id).title(TextStr(&title)).producer(TextStr("jecp-hub"));
+        pdf.pages(tree_id)
+            .kids(page_ids.iter().copied())
+            .count(page_count as i32);
+        pdf.type1_font(regular_id)
+            .base_font(Name(b"Helvetica"))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
+        pdf.type1_font(bold_id)
+            .base_font(Name(b"Helvetica-Bold"))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
+        pdf.document_info(info_id)
+            .title(TextStr(&title))
+            .producer(TextStr("jecp-hub"));
         for (page_id, content) in page_ids.iter().zip(self.pages) {
             let content_id = Ref::new(page_id.get() + 1);
             let mut page = pdf.page(*page_id);
@@ -242,7 +275,10 @@ impl Document {
             page.parent(tree_id);
             page.contents(content_id);
             let mut resources = page.resources();
-            resources.fonts().pair(REGULAR, regular_id).pair(BOLD, bold_id);
+            resources
+                .fonts()
+                .pair(REGULAR, regular_id)
+                .pair(BOLD, bold_id);
             resources.finish();
             page.finish();
             pdf.stream(content_id, &content.finish());
@@ -258,18 +294,30 @@ mod tests {
     #[test]
     fn widths_follow_helvetica_metrics() {
         assert_eq!(text_width("0", Weight::Regular, 1000.0), 556.0);
-        assert_eq!(text_width("Wi", Weight::Regular, 10.0), (944.0 + 222.0) / 100.0);
+        assert_eq!(
+            text_width("Wi", Weight::Regular, 10.0),
+            (944.0 + 222.0) / 100.0
+        );
         assert!(text_width("abc", Weight::Bold, 10.0) > text_width("abc", Weight::Regular, 10.0));
     }
 
     #[test]
     fn encodes_win_ansi() {
-        assert_eq!(win_ansi("A€é—\u{1F600}\t"), vec![b'A', 0x80, 0xe9, 0x97, b'?', b' ']);
+        assert_eq!(
+            win_ansi("A€é—\u{1F600}\t"),
+            vec![b'A', 0x80, 0xe9, 0x97, b'?', b' ']
+        );
     }
 
     #[test]
     fn wraps_and_ellipsizes() {
-        let lines = wrap("one two three four five six seven", Weight::Regular, 10.0, 60.0, 10);
+        let lines = wrap(
+            "one two three four five six seven",
+            Weight::Regular,
+            10.0,
+            60.0,
+            10,
+        );
         assert!(lines.len() > 1);
         for line in &lines {
             assert!(text_width(line, Weight::Regular, 10.0) <= 60.0, "{line}");
@@ -277,7 +325,10 @@ mod tests {
         let long_word = wrap(&"x".repeat(200), Weight::Regular, 10.0, 50.0, 2);
         assert_eq!(long_word.len(), 2);
         assert!(long_word[1].ends_with("..."));
-        assert_eq!(wrap("", Weight::Regular, 10.0, 50.0, 3), vec![String::new()]);
+        assert_eq!(
+            wrap("", Weight::Regular, 10.0, 50.0, 3),
+            vec![String::new()]
+        );
         assert_eq!(fit("short", Weight::Regular, 10.0, 100.0), "short");
         assert!(fit(&"y".repeat(100), Weight::Regular, 10.0, 100.0).ends_with("..."));
     }

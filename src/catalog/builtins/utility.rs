@@ -122,8 +122,12 @@ pub(crate) fn echo(input: &Value) -> Result<Value, HandlerError> {
 }
 
 pub(crate) fn hash(input: &Value) -> Result<Value, HandlerError> {
-    let text = input.get("text").map(|value| value.as_str().ok_or("`text` must be a string"));
-    let encoded = input.get("base64").map(|value| value.as_str().ok_or("`base64` must be a string"));
+    let text = input
+        .get("text")
+        .map(|value| value.as_str().ok_or("`text` must be a string"));
+    let encoded = input
+        .get("base64")
+        .map(|value| value.as_str().ok_or("`base64` must be a string"));
     let payload: Vec<u8> = match (text, encoded) {
         (Some(text), None) => text.map_err(invalid)?.as_bytes().to_vec(),
         (None, Some(encoded)) => {
@@ -131,9 +135,9 @@ pub(crate) fn hash(input: &Value) -> Result<Value, HandlerError> {
             if encoded.len() > HASH_BASE64_CHARS_MAX {
                 return Err(invalid("`base64` is longer than 1 MiB of data"));
             }
-            BASE64_LENIENT
-                .decode(encoded)
-                .map_err(|error| HandlerError::InvalidInput(format!("`base64` is not valid base64: {error}")))?
+            BASE64_LENIENT.decode(encoded).map_err(|error| {
+                HandlerError::InvalidInput(format!("`base64` is not valid base64: {error}"))
+            })?
         }
         _ => return Err(invalid("give exactly one of `text` or `base64`")),
     };
@@ -164,7 +168,13 @@ mod tests {
 
     #[test]
     fn echo_returns_any_value_unchanged() {
-        for value in [json!(null), json!(1.5), json!("x"), json!([1, {"a": []}]), json!({"nested": {"k": true}})] {
+        for value in [
+            json!(null),
+            json!(1.5),
+            json!("x"),
+            json!([1, {"a": []}]),
+            json!({"nested": {"k": true}}),
+        ] {
             assert_eq!(echo(&value).unwrap(), value);
         }
     }
@@ -172,10 +182,16 @@ mod tests {
     #[test]
     fn hash_of_text_matches_known_vectors() {
         let empty = hash(&json!({"text": ""})).unwrap();
-        assert_eq!(empty["hex"], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            empty["hex"],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(empty["bytes"], 0);
         let abc = hash(&json!({"text": "abc", "algorithm": "sha256"})).unwrap();
-        assert_eq!(abc["hex"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            abc["hex"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         // Non-ASCII text is hashed as UTF-8: "é" is two bytes.
         assert_eq!(hash(&json!({"text": "é"})).unwrap()["bytes"], 2);
     }
@@ -185,27 +201,57 @@ mod tests {
         let from_text = hash(&json!({"text": "abc"})).unwrap();
         assert_eq!(hash(&json!({"base64": "YWJj"})).unwrap(), from_text);
         // Padding is optional.
-        assert_eq!(hash(&json!({"base64": "YWI"})).unwrap(), hash(&json!({"base64": "YWI="})).unwrap());
+        assert_eq!(
+            hash(&json!({"base64": "YWI"})).unwrap(),
+            hash(&json!({"base64": "YWI="})).unwrap()
+        );
     }
 
     #[test]
     fn hash_rejects_bad_inputs() {
-        assert!(matches!(hash(&json!({})), Err(HandlerError::InvalidInput(_))));
-        assert!(matches!(hash(&json!({"text": "a", "base64": "YQ=="})), Err(HandlerError::InvalidInput(_))));
-        assert!(matches!(hash(&json!({"text": 5})), Err(HandlerError::InvalidInput(_))));
-        assert!(matches!(hash(&json!({"base64": "@@@"})), Err(HandlerError::InvalidInput(_))));
-        assert!(matches!(hash(&json!({"text": "a", "algorithm": "md5"})), Err(HandlerError::InvalidInput(_))));
-        assert!(matches!(hash(&json!("just a string")), Err(HandlerError::InvalidInput(_))));
+        assert!(matches!(
+            hash(&json!({})),
+            Err(HandlerError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            hash(&json!({"text": "a", "base64": "YQ=="})),
+            Err(HandlerError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            hash(&json!({"text": 5})),
+            Err(HandlerError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            hash(&json!({"base64": "@@@"})),
+            Err(HandlerError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            hash(&json!({"text": "a", "algorithm": "md5"})),
+            Err(HandlerError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            hash(&json!("just a string")),
+            Err(HandlerError::InvalidInput(_))
+        ));
     }
 
     #[test]
     fn hash_enforces_its_size_limit() {
         let at_limit = "a".repeat(HASH_PAYLOAD_BYTES_MAX);
-        assert_eq!(hash(&json!({"text": at_limit})).unwrap()["bytes"], HASH_PAYLOAD_BYTES_MAX);
+        assert_eq!(
+            hash(&json!({"text": at_limit})).unwrap()["bytes"],
+            HASH_PAYLOAD_BYTES_MAX
+        );
         // 1 MiB of two-byte characters is 2 MiB of UTF-8.
         let too_many_bytes = "é".repeat(HASH_PAYLOAD_BYTES_MAX / 2 + 1);
-        assert!(matches!(hash(&json!({"text": too_many_bytes})), Err(HandlerError::InvalidInput(_))));
+        assert!(matches!(
+            hash(&json!({"text": too_many_bytes})),
+            Err(HandlerError::InvalidInput(_))
+        ));
         let too_long_base64 = "A".repeat(HASH_BASE64_CHARS_MAX + 4);
-        assert!(matches!(hash(&json!({"base64": too_long_base64})), Err(HandlerError::InvalidInput(_))));
+        assert!(matches!(
+            hash(&json!({"base64": too_long_base64})),
+            Err(HandlerError::InvalidInput(_))
+        ));
     }
 }

@@ -650,29 +650,21 @@ mod tests {
 
     #[test]
     fn config_validation_names_the_bad_field() {
-        let cases: Vec<(Box<dyn Fn(&mut StripeConfig)>, &str)> = vec![
-            (Box::new(|c| c.secret_key.clear()), "secret_key"),
+        type Mutation = fn(&mut StripeConfig);
+        let cases: [(Mutation, &str); 9] = [
+            (|c| c.secret_key.clear(), "secret_key"),
+            (|c| c.webhook_secret = "whsec x".into(), "webhook_secret"),
+            (|c| c.success_url = "ftp://x".into(), "success_url"),
+            (|c| c.cancel_url = "https://".into(), "cancel_url"),
+            (|c| c.api_base = "http://api.stripe.com".into(), "https"),
             (
-                Box::new(|c| c.webhook_secret = "whsec x".into()),
-                "webhook_secret",
-            ),
-            (
-                Box::new(|c| c.success_url = "ftp://x".into()),
-                "success_url",
-            ),
-            (Box::new(|c| c.cancel_url = "https://".into()), "cancel_url"),
-            (
-                Box::new(|c| c.api_base = "http://api.stripe.com".into()),
-                "https",
-            ),
-            (
-                Box::new(|c| c.api_base = "https://api.stripe.com?x=1".into()),
+                |c| c.api_base = "https://api.stripe.com?x=1".into(),
                 "query",
             ),
-            (Box::new(|c| c.currency = "eur".into()), "currency"),
-            (Box::new(|c| c.request_timeout_ms = 0), "request_timeout_ms"),
+            (|c| c.currency = "eur".into(), "currency"),
+            (|c| c.request_timeout_ms = 0, "request_timeout_ms"),
             (
-                Box::new(|c| c.request_timeout_ms = REQUEST_TIMEOUT_MS_MAX + 1),
+                |c| c.request_timeout_ms = REQUEST_TIMEOUT_MS_MAX + 1,
                 "request_timeout_ms",
             ),
         ];

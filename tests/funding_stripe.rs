@@ -509,3 +509,29 @@ fn construction_refuses_plain_http_to_a_remote_host() {
     assert!(error.contains("https"), "{error}");
     assert!(!error.contains(SECRET_KEY));
 }
+
+#[tokio::test]
+async fn https_goes_through_rustls_and_a_failed_handshake_is_unreachable() {
+    // A plain-HTTP server cannot complete a TLS handshake: the request must
+    // fail as Unreachable (not panic over a missing crypto provider) and
+    // never deliver the request in clear text.
+    let fake = FakeStripe::start(Reply::json(200, SESSION_JSON)).await;
+    let mut config = StripeConfig::new(
+        SECRET_KEY,
+        "whsec_fake",
+        "https://hub.example/ok",
+        "https://hub.example/no",
+    );
+    config.api_base = format!("https://{}", fake.address);
+    config.request_timeout_ms = 5_000;
+    let client = StripeClient::new(config).unwrap();
+    let error = client
+        .create_checkout_session(&topup(5, None))
+        .await
+        .expect_err("no TLS on the other side");
+    assert!(matches!(error, StripeError::Unreachable(_)), "{error:?}");
+    assert!(
+        fake.requests().is_empty(),
+        "no request may be parsed by a plain-HTTP peer"
+    );
+}

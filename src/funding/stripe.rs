@@ -415,23 +415,35 @@ fn is_transient_status(status: u16) -> bool {
     status == 409 || status == 429 || status >= 500
 }
 
-/// Truncates text and replaces anything that looks like a Stripe secret
-/// (`sk_…`, `rk_…`, `whsec_…`) so upstream messages are safe to log.
+/// Prefixes of Stripe secrets: secret keys, restricted keys, webhook secrets.
+const SECRET_PREFIXES: [&str; 3] = ["sk_", "rk_", "whsec_"];
+
+/// Truncates text and replaces every identifier-like token (a run of ASCII
+/// letters, digits and `_`) that starts like a Stripe secret, wherever it
+/// sits (`key:sk_live_…`, `'rk_…'`), so upstream messages are safe to log.
 fn scrub(text: &str) -> String {
+    let is_token_char = |character: char| character.is_ascii_alphanumeric() || character == '_';
     let mut out = String::with_capacity(text.len().min(UPSTREAM_MESSAGE_CHARS_MAX));
-    for (index, word) in text.split(' ').enumerate() {
-        if index > 0 {
-            out.push(' ');
+    let mut rest = text;
+    while let Some(first) = rest.chars().next() {
+        if !is_token_char(first) {
+            out.push(first);
+            rest = &rest[first.len_utf8()..];
+            continue;
         }
-        let trimmed = word.trim_start_matches(|character: char| !character.is_ascii_alphanumeric());
-        if ["sk_", "rk_", "whsec_"]
+        let token_len = rest
+            .find(|character: char| !is_token_char(character))
+            .unwrap_or(rest.len());
+        let token = &rest[..token_len];
+        if SECRET_PREFIXES
             .iter()
-            .any(|prefix| trimmed.starts_with(prefix))
+            .any(|prefix| token.starts_with(prefix))
         {
             out.push_str("<redacted>");
         } else {
-            out.push_str(word);
+            out.push_str(token);
         }
+        rest = &rest[token_len..];
     }
     truncate_chars(&out, UPSTREAM_MESSAGE_CHARS_MAX)
 }
@@ -736,13 +748,21 @@ mod tests {
     #[test]
     fn scrub_removes_key_like_tokens_and_truncates() {
         let scrubbed =
-            scrub("Invalid API Key provided: sk_test_abc123 (also 'rk_live_x' and whsec_y)");
+            scrub("Invalid API Key provided: sk_test_abc123 (also 'rk_live_x', key:whsec_y)");
         assert!(
             !scrubbed.contains("sk_test_abc123")
                 && !scrubbed.contains("rk_live_x")
                 && !scrubbed.contains("whsec_y")
         );
-        assert_eq!(scrubbed.matches("<redacted>").count(), 3);
+        assert_eq!(
+            scrubbed,
+            "Invalid API Key provided: <redacted> (also '<redacted>', key:<redacted>)"
+        );
+        // Masked keys as Stripe prints them lose their prefix; task_id-like words stay.
+        assert_eq!(
+            scrub("sk_test_****1234 in task_sk_1"),
+            "<redacted>****1234 in task_sk_1"
+        );
         let long = scrub(&"é".repeat(UPSTREAM_MESSAGE_CHARS_MAX + 10));
         assert_eq!(long.chars().count(), UPSTREAM_MESSAGE_CHARS_MAX + 1);
     }

@@ -286,6 +286,14 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
+impl CheckoutSession {
+    /// The top-up response body the SDK reads (CLIENT-COMPAT A8), camelCase:
+    /// `{"url": …, "sessionId": …}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({ "url": self.url, "sessionId": self.id })
+    }
+}
+
 /// Why a Checkout Session could not be created. `Display` is safe to log:
 /// it never contains the secret key (upstream text is scrubbed of key-like
 /// tokens and truncated).
@@ -338,6 +346,13 @@ const RETRY_AFTER_UNREACHABLE_S: u64 = 10;
 const RETRY_AFTER_RATE_LIMITED_S: u64 = 2;
 const RETRY_AFTER_UPSTREAM_5XX_S: u64 = 5;
 
+/// Agent-facing messages; Stripe's own text stays in the operator's log.
+const MESSAGE_BUSY: &str = "The payment provider is busy; retry the top-up shortly.";
+const MESSAGE_REJECTED: &str = "The payment provider refused to create a checkout session; \
+     the Hub operator must check the Stripe configuration.";
+const MESSAGE_BAD_RESPONSE: &str = "The payment provider sent an unusable answer; \
+     the Hub operator must check the Stripe configuration.";
+
 impl StripeError {
     /// The JECP error the top-up route answers with. Stripe's own text is
     /// not forwarded to agents (it is about the operator's account); the
@@ -363,27 +378,30 @@ impl StripeError {
             .retry_after(RETRY_AFTER_UNREACHABLE_S)
             .next_action(retry_action(RETRY_AFTER_UNREACHABLE_S)),
             StripeError::Rejected { status, .. } if is_transient_status(*status) => {
-                let seconds = if *status == 429 { RETRY_AFTER_RATE_LIMITED_S } else { RETRY_AFTER_UPSTREAM_5XX_S };
-                JecpError::degraded("The payment provider is busy; retry the top-up shortly.", seconds)
+                let seconds = if *status == 429 {
+                    RETRY_AFTER_RATE_LIMITED_S
+                } else {
+                    RETRY_AFTER_UPSTREAM_5XX_S
+                };
+                JecpError::degraded(MESSAGE_BUSY, seconds)
                     .detail("upstream", "stripe")
                     .detail("upstream_status", *status)
                     .detail("subcause", "stripe_unavailable")
             }
-            StripeError::Rejected { status, .. } => unreachable_error(
-                "The payment provider refused to create a checkout session; the Hub operator must check the Stripe configuration.",
-                "stripe_rejected",
-            )
-            .detail("upstream_status", *status)
-            .next_action(operator_action()),
-            StripeError::BadResponse(_) => unreachable_error(
-                "The payment provider sent an unusable answer; the Hub operator must check the Stripe configuration.",
-                "stripe_bad_response",
-            )
-            .next_action(operator_action()),
-            StripeError::InvalidRequest(reason) => {
-                JecpError::new(ErrorCode::ValidationFailed, format!("Invalid top-up request: {}", scrub(reason)))
-                    .detail("subcause", "topup_invalid")
+            StripeError::Rejected { status, .. } => {
+                unreachable_error(MESSAGE_REJECTED, "stripe_rejected")
+                    .detail("upstream_status", *status)
+                    .next_action(operator_action())
             }
+            StripeError::BadResponse(_) => {
+                unreachable_error(MESSAGE_BAD_RESPONSE, "stripe_bad_response")
+                    .next_action(operator_action())
+            }
+            StripeError::InvalidRequest(reason) => JecpError::new(
+                ErrorCode::ValidationFailed,
+                format!("Invalid top-up request: {}", scrub(reason)),
+            )
+            .detail("subcause", "topup_invalid"),
         }
     }
 }
@@ -849,7 +867,9 @@ mod tests {
 
     #[test]
     fn session_parsing_requires_id_and_url() {
-        let session = parse_session(br#"{"id":"cs_test_1","url":"https://checkout.stripe.com/c/pay/cs_test_1","object":"checkout.session"}"#);
+        let body = br#"{"id":"cs_test_1","object":"checkout.session",
+            "url":"https://checkout.stripe.com/c/pay/cs_test_1"}"#;
+        let session = parse_session(body);
         assert_eq!(
             session,
             Ok(CheckoutSession {
@@ -869,6 +889,21 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn the_topup_response_uses_the_sdk_field_names() {
+        let session = CheckoutSession {
+            id: "cs_test_9".into(),
+            url: "https://checkout.stripe.com/c/pay/cs_test_9".into(),
+        };
+        assert_eq!(
+            session.to_json(),
+            serde_json::json!({
+                "url": "https://checkout.stripe.com/c/pay/cs_test_9",
+                "sessionId": "cs_test_9",
+            })
+        );
     }
 
     #[test]

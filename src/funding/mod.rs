@@ -17,6 +17,21 @@
 //! Exactly-once crediting is not enforced here: the ledger refuses a second
 //! credit with the same reference, and [`CompletedCheckout::credit_reference`]
 //! gives every delivery that names one Checkout Session the same reference.
+//!
+//! # Wiring (for the HTTP routes)
+//!
+//! - Top-up: check `amount` against the configured set (400 with
+//!   `allowed_amounts_usd` otherwise) and `returnTo` with
+//!   [`validate_return_to`]; without a [`StripeClient`] answer 503
+//!   `TOPUP_UNAVAILABLE`. Call [`StripeClient::create_checkout_session`]
+//!   and answer [`CheckoutSession::to_json`]; on error log the error's
+//!   `Display` (safe) and answer [`StripeError::to_jecp`].
+//! - Webhook: read the raw body (bounded), call [`verify_webhook`] with the
+//!   `Stripe-Signature` header, `client.config().webhook_secret`, the current
+//!   Unix time and [`DEFAULT_WEBHOOK_TOLERANCE_S`] (400 on error), then
+//!   [`parse_webhook_event`]: `Ignored` → 200; `CheckoutCompleted` with
+//!   `paid` → credit `amount_micros` to `agent_id` under `credit_reference()`,
+//!   then 200 (also when the ledger says the reference was already credited).
 
 mod form;
 pub mod https;

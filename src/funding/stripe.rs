@@ -286,6 +286,14 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
+impl CheckoutSession {
+    /// The top-up response body the SDK reads (CLIENT-COMPAT A8), camelCase:
+    /// `{"url": …, "sessionId": …}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({ "url": self.url, "sessionId": self.id })
+    }
+}
+
 /// Why a Checkout Session could not be created. `Display` is safe to log:
 /// it never contains the secret key (upstream text is scrubbed of key-like
 /// tokens and truncated).
@@ -338,6 +346,13 @@ const RETRY_AFTER_UNREACHABLE_S: u64 = 10;
 const RETRY_AFTER_RATE_LIMITED_S: u64 = 2;
 const RETRY_AFTER_UPSTREAM_5XX_S: u64 = 5;
 
+/// Agent-facing messages; Stripe's own text stays in the operator's log.
+const MESSAGE_BUSY: &str = "The payment provider is busy; retry the top-up shortly.";
+const MESSAGE_REJECTED: &str = "The payment provider refused to create a checkout session; \
+     the Hub operator must check the Stripe configuration.";
+const MESSAGE_BAD_RESPONSE: &str = "The payment provider sent an unusable answer; \
+     the Hub operator must check the Stripe configuration.";
+
 impl StripeError {
     /// The JECP error the top-up route answers with. Stripe's own text is
     /// not forwarded to agents (it is about the operator's account); the
@@ -363,27 +378,30 @@ impl StripeError {
             .retry_after(RETRY_AFTER_UNREACHABLE_S)
             .next_action(retry_action(RETRY_AFTER_UNREACHABLE_S)),
             StripeError::Rejected { status, .. } if is_transient_status(*status) => {
-                let seconds = if *status == 429 { RETRY_AFTER_RATE_LIMITED_S } else { RETRY_AFTER_UPSTREAM_5XX_S };
-                JecpError::degraded("The payment provider is busy; retry the top-up shortly.", seconds)
+                let seconds = if *status == 429 {
+                    RETRY_AFTER_RATE_LIMITED_S
+                } else {
+                    RETRY_AFTER_UPSTREAM_5XX_S
+                };
+                JecpError::degraded(MESSAGE_BUSY, seconds)
                     .detail("upstream", "stripe")
                     .detail("upstream_status", *status)
                     .detail("subcause", "stripe_unavailable")
             }
-            StripeError::Rejected { status, .. } => unreachable_error(
-                "The payment provider refused to create a checkout session; the Hub operator must check the Stripe configuration.",
-                "stripe_rejected",
-            )
-            .detail("upstream_status", *status)
-            .next_action(operator_action()),
-            StripeError::BadResponse(_) => unreachable_error(
-                "The payment provider sent an unusable answer; the Hub operator must check the Stripe configuration.",
-                "stripe_bad_response",
-            )
-            .next_action(operator_action()),
-            StripeError::InvalidRequest(reason) => {
-                JecpError::new(ErrorCode::ValidationFailed, format!("Invalid top-up request: {}", scrub(reason)))
-                    .detail("subcause", "topup_invalid")
+            StripeError::Rejected { status, .. } => {
+                unreachable_error(MESSAGE_REJECTED, "stripe_rejected")
+                    .detail("upstream_status", *status)
+                    .next_action(operator_action())
             }
+            StripeError::BadResponse(_) => {
+                unreachable_error(MESSAGE_BAD_RESPONSE, "stripe_bad_response")
+                    .next_action(operator_action())
+            }
+            StripeError::InvalidRequest(reason) => JecpError::new(
+                ErrorCode::ValidationFailed,
+                format!("Invalid top-up request: {}", scrub(reason)),
+            )
+            .detail("subcause", "topup_invalid"),
         }
     }
 }
@@ -415,23 +433,35 @@ fn is_transient_status(status: u16) -> bool {
     status == 409 || status == 429 || status >= 500
 }
 
-/// Truncates text and replaces anything that looks like a Stripe secret
-/// (`sk_…`, `rk_…`, `whsec_…`) so upstream messages are safe to log.
+/// Prefixes of Stripe secrets: secret keys, restricted keys, webhook secrets.
+const SECRET_PREFIXES: [&str; 3] = ["sk_", "rk_", "whsec_"];
+
+/// Truncates text and replaces every identifier-like token (a run of ASCII
+/// letters, digits and `_`) that starts like a Stripe secret, wherever it
+/// sits (`key:sk_live_…`, `'rk_…'`), so upstream messages are safe to log.
 fn scrub(text: &str) -> String {
+    let is_token_char = |character: char| character.is_ascii_alphanumeric() || character == '_';
     let mut out = String::with_capacity(text.len().min(UPSTREAM_MESSAGE_CHARS_MAX));
-    for (index, word) in text.split(' ').enumerate() {
-        if index > 0 {
-            out.push(' ');
+    let mut rest = text;
+    while let Some(first) = rest.chars().next() {
+        if !is_token_char(first) {
+            out.push(first);
+            rest = &rest[first.len_utf8()..];
+            continue;
         }
-        let trimmed = word.trim_start_matches(|character: char| !character.is_ascii_alphanumeric());
-        if ["sk_", "rk_", "whsec_"]
+        let token_len = rest
+            .find(|character: char| !is_token_char(character))
+            .unwrap_or(rest.len());
+        let token = &rest[..token_len];
+        if SECRET_PREFIXES
             .iter()
-            .any(|prefix| trimmed.starts_with(prefix))
+            .any(|prefix| token.starts_with(prefix))
         {
             out.push_str("<redacted>");
         } else {
-            out.push_str(word);
+            out.push_str(token);
         }
+        rest = &rest[token_len..];
     }
     truncate_chars(&out, UPSTREAM_MESSAGE_CHARS_MAX)
 }
@@ -650,29 +680,21 @@ mod tests {
 
     #[test]
     fn config_validation_names_the_bad_field() {
-        let cases: Vec<(Box<dyn Fn(&mut StripeConfig)>, &str)> = vec![
-            (Box::new(|c| c.secret_key.clear()), "secret_key"),
+        type Mutation = fn(&mut StripeConfig);
+        let cases: [(Mutation, &str); 9] = [
+            (|c| c.secret_key.clear(), "secret_key"),
+            (|c| c.webhook_secret = "whsec x".into(), "webhook_secret"),
+            (|c| c.success_url = "ftp://x".into(), "success_url"),
+            (|c| c.cancel_url = "https://".into(), "cancel_url"),
+            (|c| c.api_base = "http://api.stripe.com".into(), "https"),
             (
-                Box::new(|c| c.webhook_secret = "whsec x".into()),
-                "webhook_secret",
-            ),
-            (
-                Box::new(|c| c.success_url = "ftp://x".into()),
-                "success_url",
-            ),
-            (Box::new(|c| c.cancel_url = "https://".into()), "cancel_url"),
-            (
-                Box::new(|c| c.api_base = "http://api.stripe.com".into()),
-                "https",
-            ),
-            (
-                Box::new(|c| c.api_base = "https://api.stripe.com?x=1".into()),
+                |c| c.api_base = "https://api.stripe.com?x=1".into(),
                 "query",
             ),
-            (Box::new(|c| c.currency = "eur".into()), "currency"),
-            (Box::new(|c| c.request_timeout_ms = 0), "request_timeout_ms"),
+            (|c| c.currency = "eur".into(), "currency"),
+            (|c| c.request_timeout_ms = 0, "request_timeout_ms"),
             (
-                Box::new(|c| c.request_timeout_ms = REQUEST_TIMEOUT_MS_MAX + 1),
+                |c| c.request_timeout_ms = REQUEST_TIMEOUT_MS_MAX + 1,
                 "request_timeout_ms",
             ),
         ];
@@ -744,13 +766,21 @@ mod tests {
     #[test]
     fn scrub_removes_key_like_tokens_and_truncates() {
         let scrubbed =
-            scrub("Invalid API Key provided: sk_test_abc123 (also 'rk_live_x' and whsec_y)");
+            scrub("Invalid API Key provided: sk_test_abc123 (also 'rk_live_x', key:whsec_y)");
         assert!(
             !scrubbed.contains("sk_test_abc123")
                 && !scrubbed.contains("rk_live_x")
                 && !scrubbed.contains("whsec_y")
         );
-        assert_eq!(scrubbed.matches("<redacted>").count(), 3);
+        assert_eq!(
+            scrubbed,
+            "Invalid API Key provided: <redacted> (also '<redacted>', key:<redacted>)"
+        );
+        // Masked keys as Stripe prints them lose their prefix; task_id-like words stay.
+        assert_eq!(
+            scrub("sk_test_****1234 in task_sk_1"),
+            "<redacted>****1234 in task_sk_1"
+        );
         let long = scrub(&"é".repeat(UPSTREAM_MESSAGE_CHARS_MAX + 10));
         assert_eq!(long.chars().count(), UPSTREAM_MESSAGE_CHARS_MAX + 1);
     }
@@ -837,7 +867,9 @@ mod tests {
 
     #[test]
     fn session_parsing_requires_id_and_url() {
-        let session = parse_session(br#"{"id":"cs_test_1","url":"https://checkout.stripe.com/c/pay/cs_test_1","object":"checkout.session"}"#);
+        let body = br#"{"id":"cs_test_1","object":"checkout.session",
+            "url":"https://checkout.stripe.com/c/pay/cs_test_1"}"#;
+        let session = parse_session(body);
         assert_eq!(
             session,
             Ok(CheckoutSession {
@@ -857,6 +889,21 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn the_topup_response_uses_the_sdk_field_names() {
+        let session = CheckoutSession {
+            id: "cs_test_9".into(),
+            url: "https://checkout.stripe.com/c/pay/cs_test_9".into(),
+        };
+        assert_eq!(
+            session.to_json(),
+            serde_json::json!({
+                "url": "https://checkout.stripe.com/c/pay/cs_test_9",
+                "sessionId": "cs_test_9",
+            })
+        );
     }
 
     #[test]

@@ -402,13 +402,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn node_decoding_round_trips_standard_encoding(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+        fn node_decoding_round_trips_standard_encoding(
+            bytes in proptest::collection::vec(any::<u8>(), 0..96),
+        ) {
             let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
             prop_assert_eq!(decode_base64_like_node(&encoded), bytes);
         }
 
         #[test]
-        fn arbitrary_headers_never_panic(header in ".{0,200}", now in any::<i64>(), tolerance in any::<i64>()) {
+        fn arbitrary_headers_never_panic(
+            header in ".{0,200}",
+            now in any::<i64>(),
+            tolerance in any::<i64>(),
+        ) {
             let outcome = verify_webhook(&header, b"{}", "whsec_x", now, tolerance);
             prop_assert!(outcome.is_err());
         }

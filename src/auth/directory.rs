@@ -21,6 +21,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Deserialize;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::auth::keys::{self, ServerSecret};
@@ -73,6 +74,20 @@ pub struct RegisterRequest {
 pub struct Registered {
     pub record: AgentRecord,
     pub api_key: String,
+}
+
+impl Registered {
+    /// The A1 success body the SDK reads: `agent_id`, `api_key` (shown this
+    /// once), `name`, `free_calls_remaining`, `endpoints`.
+    pub fn to_json(&self, free_calls_remaining: u64, endpoints: Value) -> Value {
+        json!({
+            "agent_id": self.record.agent_id,
+            "api_key": self.api_key,
+            "name": self.record.name,
+            "free_calls_remaining": free_calls_remaining,
+            "endpoints": endpoints,
+        })
+    }
 }
 
 impl fmt::Debug for Registered {
@@ -136,6 +151,21 @@ pub struct Rotated {
     pub previous_key_valid_until_s: Option<i64>,
     /// Including this rotation.
     pub rotations_in_last_24h: u32,
+}
+
+impl Rotated {
+    /// The A9 success body: the SDK stores `api_key`; `previous_key_valid_until`
+    /// is RFC 3339 or `null` when the old key was revoked at once.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "agent_id": self.record.agent_id,
+            "api_key": self.api_key,
+            "previous_key_valid_until": self.previous_key_valid_until_s.and_then(rfc3339),
+            "grace_seconds": self.grace_seconds,
+            "revoke_old": self.previous_key_valid_until_s.is_none(),
+            "rotations_in_last_24h": self.rotations_in_last_24h,
+        })
+    }
 }
 
 impl fmt::Debug for Rotated {
@@ -228,10 +258,7 @@ impl Directory {
         }
         if record.frozen {
             tracing::info!(agent_id = %record.agent_id, "frozen agent refused");
-            return Err(JecpError::new(
-                ErrorCode::InvalidAgent,
-                "This agent is frozen or revoked; contact the Hub operator.",
-            ));
+            return Err(frozen_error());
         }
         Ok(record)
     }
@@ -333,6 +360,9 @@ impl Directory {
         let Some(current) = shard.get(agent_id).cloned() else {
             return Err(invalid_credentials());
         };
+        if current.frozen {
+            return Err(frozen_error());
+        }
         let window_start_s = now_s.saturating_sub(DAY_S);
         let mut recent: Vec<i64> = current
             .rotations_s
@@ -481,6 +511,13 @@ impl Directory {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn frozen_error() -> JecpError {
+    JecpError::new(
+        ErrorCode::InvalidAgent,
+        "This agent is frozen or revoked; contact the Hub operator.",
+    )
 }
 
 fn invalid_credentials() -> JecpError {
@@ -859,5 +896,31 @@ mod tests {
                 .rotate("jh_ag_unknown", &RotateRequest::default(), 0)
                 .is_err()
         );
+        let body = default.to_json();
+        assert_eq!(body["agent_id"], agent.as_str());
+        assert_eq!(body["api_key"], default.api_key.as_str());
+        assert_eq!(body["grace_seconds"], 3_600);
+        assert_eq!(body["previous_key_valid_until"], "1970-01-01T01:16:40Z");
+        assert_eq!(body["revoke_old"], false);
+        directory.put(AgentRecord {
+            frozen: true,
+            ..default.record.clone()
+        });
+        let error = directory
+            .rotate(&agent, &RotateRequest::default(), 200_000)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidAgent);
+    }
+
+    #[test]
+    fn registration_body_has_the_sdk_fields() {
+        let directory = directory();
+        let registered = directory.register(&request("Body"), 1, "jh", 0).unwrap();
+        let body = registered.to_json(100, json!({"invoke": "https://hub.example/v1/invoke"}));
+        assert_eq!(body["agent_id"], registered.record.agent_id.as_str());
+        assert_eq!(body["api_key"], registered.api_key.as_str());
+        assert_eq!(body["name"], "Body");
+        assert_eq!(body["free_calls_remaining"], 100);
+        assert_eq!(body["endpoints"]["invoke"], "https://hub.example/v1/invoke");
     }
 }

@@ -365,3 +365,25 @@ fn mandate_checks_run_in_spec_order() {
     let good = json!({"agent_id": agent_id, "api_key": api_key, "provenance_hash": fresh, "budget_usdc": 1, "expires_at": "2030-03-17T17:46:40Z"});
     assert_eq!(code(good), Ok(()));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn mandate_parsing_and_checks_on_arbitrary_text(text in "\\PC{0,60}", number in any::<f64>(), integer in any::<i64>()) {
+            for value in [json!(text), json!(number), json!(integer), json!([text]), json!(null)] {
+                let parsed = Mandate::from_json(&json!({
+                    "agent_id": value, "api_key": value, "budget_usdc": value,
+                    "expires_at": value, "provenance_hash": value,
+                }));
+                if let Ok(mandate) = parsed {
+                    let _ = check_expiry(&mandate, NOW);
+                    let _ = check_budget(&mandate, Micros::MAX);
+                    let _ = resolve_credentials(Some(&text), Some(&text), Some(&mandate));
+                }
+            }
+        }
+    }
+}

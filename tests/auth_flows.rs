@@ -190,8 +190,14 @@ fn old_key_works_during_grace_and_fails_after() {
             .authenticate(&agent_id, &rotated.api_key, NOW + 10_000)
             .is_ok()
     );
-    // Rolling back (persisting failed) restores the old key only.
-    directory.put(rotated.previous.clone());
+    // Rolling back (persisting failed) restores the old key only, and only
+    // while the rotation being undone is still the current state.
+    let later = directory
+        .rotate(&agent_id, &RotateRequest::default(), NOW + 10)
+        .unwrap();
+    assert!(!directory.rollback_rotation(&rotated));
+    assert!(directory.rollback_rotation(&later));
+    assert!(directory.rollback_rotation(&rotated));
     assert!(
         directory
             .authenticate(&agent_id, &old_key, NOW + 10_000)

@@ -7,7 +7,7 @@
 //!
 //! The directory never persists anything: `register`, `rotate` and `put`
 //! return or take the records the pipeline hands to the store, and
-//! `unregister` / `put(previous)` roll memory back when persisting fails.
+//! `unregister` / `rollback_rotation` roll memory back when persisting fails.
 //!
 //! Authentication does the same work for an unknown id as for a wrong key
 //! (one HMAC, one constant-time compare against a dummy hash) and answers
@@ -139,7 +139,8 @@ pub struct RotateRequest {
     pub revoke_old: Option<bool>,
 }
 
-/// A completed rotation (in memory); persist `record`, or `put(previous)` to undo.
+/// A completed rotation (in memory); persist `record`, or undo it with
+/// [`Directory::rollback_rotation`] if persisting fails.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Rotated {
     pub record: AgentRecord,
@@ -416,6 +417,21 @@ impl Directory {
             grace_seconds: grace_s as u32,
             previous_key_valid_until_s,
         })
+    }
+
+    /// Undoes `rotated` after persisting it failed, but only if the agent
+    /// still holds exactly that rotation's key (a later rotation or operator
+    /// change is never overwritten). Returns whether it rolled back.
+    pub fn rollback_rotation(&self, rotated: &Rotated) -> bool {
+        let agent_id = rotated.record.agent_id.as_str();
+        let mut shard = self.write_shard(agent_id);
+        let still_current = shard
+            .get(agent_id)
+            .is_some_and(|current| **current == rotated.record);
+        if still_current {
+            shard.insert(agent_id.to_owned(), Arc::new(rotated.previous.clone()));
+        }
+        still_current
     }
 
     /// Inserts or replaces a record (operator freeze/floor, rollback, load).

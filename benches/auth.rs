@@ -3,6 +3,19 @@
 //! the replay store's check-and-insert, and a rate-limiter check.
 //!
 //! Run: `cargo bench --bench auth`.
+//!
+//! Measured 2026-11-25 on the shared 2-core dev machine (other builds
+//! running), `--warm-up-time 1 --measurement-time 3`, median [95% CI]:
+//!
+//! | benchmark | time |
+//! |---|---|
+//! | authenticate, valid key, 10k agents | 386 ns [371, 403] |
+//! | authenticate, wrong key, 10k agents | 379 ns [369, 391] |
+//! | provenance v2 verify | 647 ns [626, 671] |
+//! | replay check_and_insert, fresh nonce | 0.66–3.1 µs (map growth, noisy) |
+//! | rate limiter check, 10k keys | 111 ns [107, 116] |
+//!
+//! So key check + provenance + replay + rate limit is ~2 µs per request.
 
 use std::hint::black_box;
 

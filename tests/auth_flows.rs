@@ -190,8 +190,14 @@ fn old_key_works_during_grace_and_fails_after() {
             .authenticate(&agent_id, &rotated.api_key, NOW + 10_000)
             .is_ok()
     );
-    // Rolling back (persisting failed) restores the old key only.
-    directory.put(rotated.previous.clone());
+    // Rolling back (persisting failed) restores the old key only, and only
+    // while the rotation being undone is still the current state.
+    let later = directory
+        .rotate(&agent_id, &RotateRequest::default(), NOW + 10)
+        .unwrap();
+    assert!(!directory.rollback_rotation(&rotated));
+    assert!(directory.rollback_rotation(&later));
+    assert!(directory.rollback_rotation(&rotated));
     assert!(
         directory
             .authenticate(&agent_id, &old_key, NOW + 10_000)
@@ -364,4 +370,26 @@ fn mandate_checks_run_in_spec_order() {
     let fresh = compute_v2(&agent_id, &api_key, NOW, "fedcba9876543210fedcba9876543210");
     let good = json!({"agent_id": agent_id, "api_key": api_key, "provenance_hash": fresh, "budget_usdc": 1, "expires_at": "2030-03-17T17:46:40Z"});
     assert_eq!(code(good), Ok(()));
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn mandate_parsing_and_checks_on_arbitrary_text(text in "\\PC{0,60}", number in any::<f64>(), integer in any::<i64>()) {
+            for value in [json!(text), json!(number), json!(integer), json!([text]), json!(null)] {
+                let parsed = Mandate::from_json(&json!({
+                    "agent_id": value, "api_key": value, "budget_usdc": value,
+                    "expires_at": value, "provenance_hash": value,
+                }));
+                if let Ok(mandate) = parsed {
+                    let _ = check_expiry(&mandate, NOW);
+                    let _ = check_budget(&mandate, Micros::MAX);
+                    let _ = resolve_credentials(Some(&text), Some(&text), Some(&mandate));
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //!
 //! The directory never persists anything: `register`, `rotate` and `put`
 //! return or take the records the pipeline hands to the store, and
-//! `unregister` / `put(previous)` roll memory back when persisting fails.
+//! `unregister` / `rollback_rotation` roll memory back when persisting fails.
 //!
 //! Authentication does the same work for an unknown id as for a wrong key
 //! (one HMAC, one constant-time compare against a dummy hash) and answers
@@ -21,6 +21,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Deserialize;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::auth::keys::{self, ServerSecret};
@@ -75,6 +76,20 @@ pub struct Registered {
     pub api_key: String,
 }
 
+impl Registered {
+    /// The A1 success body the SDK reads: `agent_id`, `api_key` (shown this
+    /// once), `name`, `free_calls_remaining`, `endpoints`.
+    pub fn to_json(&self, free_calls_remaining: u64, endpoints: Value) -> Value {
+        json!({
+            "agent_id": self.record.agent_id,
+            "api_key": self.api_key,
+            "name": self.record.name,
+            "free_calls_remaining": free_calls_remaining,
+            "endpoints": endpoints,
+        })
+    }
+}
+
 impl fmt::Debug for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registered")
@@ -124,7 +139,8 @@ pub struct RotateRequest {
     pub revoke_old: Option<bool>,
 }
 
-/// A completed rotation (in memory); persist `record`, or `put(previous)` to undo.
+/// A completed rotation (in memory); persist `record`, or undo it with
+/// [`Directory::rollback_rotation`] if persisting fails.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Rotated {
     pub record: AgentRecord,
@@ -136,6 +152,21 @@ pub struct Rotated {
     pub previous_key_valid_until_s: Option<i64>,
     /// Including this rotation.
     pub rotations_in_last_24h: u32,
+}
+
+impl Rotated {
+    /// The A9 success body: the SDK stores `api_key`; `previous_key_valid_until`
+    /// is RFC 3339 or `null` when the old key was revoked at once.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "agent_id": self.record.agent_id,
+            "api_key": self.api_key,
+            "previous_key_valid_until": self.previous_key_valid_until_s.and_then(rfc3339),
+            "grace_seconds": self.grace_seconds,
+            "revoke_old": self.previous_key_valid_until_s.is_none(),
+            "rotations_in_last_24h": self.rotations_in_last_24h,
+        })
+    }
 }
 
 impl fmt::Debug for Rotated {
@@ -209,8 +240,9 @@ impl Directory {
         let presented = self.secret.key_hash(api_key);
         let record = self.read_shard(agent_id).get(agent_id).cloned();
         let Some(record) = record else {
-            // Same work as a known id: one constant-time compare, then the same error.
-            let _ = bool::from(presented.ct_eq(&self.dummy_key_hash));
+            // Same work as a known id: one constant-time compare (kept by
+            // `black_box` from being optimised away), then the same error.
+            std::hint::black_box(presented.ct_eq(&self.dummy_key_hash));
             tracing::debug!("authentication failed");
             return Err(invalid_credentials());
         };
@@ -228,10 +260,7 @@ impl Directory {
         }
         if record.frozen {
             tracing::info!(agent_id = %record.agent_id, "frozen agent refused");
-            return Err(JecpError::new(
-                ErrorCode::InvalidAgent,
-                "This agent is frozen or revoked; contact the Hub operator.",
-            ));
+            return Err(frozen_error());
         }
         Ok(record)
     }
@@ -333,6 +362,9 @@ impl Directory {
         let Some(current) = shard.get(agent_id).cloned() else {
             return Err(invalid_credentials());
         };
+        if current.frozen {
+            return Err(frozen_error());
+        }
         let window_start_s = now_s.saturating_sub(DAY_S);
         let mut recent: Vec<i64> = current
             .rotations_s
@@ -385,6 +417,21 @@ impl Directory {
             grace_seconds: grace_s as u32,
             previous_key_valid_until_s,
         })
+    }
+
+    /// Undoes `rotated` after persisting it failed, but only if the agent
+    /// still holds exactly that rotation's key (a later rotation or operator
+    /// change is never overwritten). Returns whether it rolled back.
+    pub fn rollback_rotation(&self, rotated: &Rotated) -> bool {
+        let agent_id = rotated.record.agent_id.as_str();
+        let mut shard = self.write_shard(agent_id);
+        let still_current = shard
+            .get(agent_id)
+            .is_some_and(|current| **current == rotated.record);
+        if still_current {
+            shard.insert(agent_id.to_owned(), Arc::new(rotated.previous.clone()));
+        }
+        still_current
     }
 
     /// Inserts or replaces a record (operator freeze/floor, rollback, load).
@@ -481,6 +528,13 @@ impl Directory {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn frozen_error() -> JecpError {
+    JecpError::new(
+        ErrorCode::InvalidAgent,
+        "This agent is frozen or revoked; contact the Hub operator.",
+    )
 }
 
 fn invalid_credentials() -> JecpError {
@@ -859,5 +913,31 @@ mod tests {
                 .rotate("jh_ag_unknown", &RotateRequest::default(), 0)
                 .is_err()
         );
+        let body = default.to_json();
+        assert_eq!(body["agent_id"], agent.as_str());
+        assert_eq!(body["api_key"], default.api_key.as_str());
+        assert_eq!(body["grace_seconds"], 3_600);
+        assert_eq!(body["previous_key_valid_until"], "1970-01-01T01:16:40Z");
+        assert_eq!(body["revoke_old"], false);
+        directory.put(AgentRecord {
+            frozen: true,
+            ..default.record.clone()
+        });
+        let error = directory
+            .rotate(&agent, &RotateRequest::default(), 200_000)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidAgent);
+    }
+
+    #[test]
+    fn registration_body_has_the_sdk_fields() {
+        let directory = directory();
+        let registered = directory.register(&request("Body"), 1, "jh", 0).unwrap();
+        let body = registered.to_json(100, json!({"invoke": "https://hub.example/v1/invoke"}));
+        assert_eq!(body["agent_id"], registered.record.agent_id.as_str());
+        assert_eq!(body["api_key"], registered.api_key.as_str());
+        assert_eq!(body["name"], "Body");
+        assert_eq!(body["free_calls_remaining"], 100);
+        assert_eq!(body["endpoints"]["invoke"], "https://hub.example/v1/invoke");
     }
 }

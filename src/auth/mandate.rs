@@ -173,7 +173,9 @@ pub fn check_budget(mandate: &Mandate, cost: Micros) -> Result<(), JecpError> {
 /// Unix nanoseconds of an RFC 3339 date-time or of decimal unix seconds.
 fn parse_expiry_s(text: &str) -> Option<i128> {
     let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+    // Unix seconds, possibly negative (a JSON integer before 1970 is simply expired).
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         let seconds: i64 = text.parse().ok()?;
         return Some(i128::from(seconds) * 1_000_000_000);
     }
@@ -267,6 +269,11 @@ mod tests {
         assert_eq!(error.http_status(), 401);
         assert_eq!(error.details["server_time"], "2030-03-17T17:46:40Z");
         assert!(check_expiry(&Mandate::default(), now).is_ok());
+        let negative = Mandate::from_json(&json!({"expires_at": -5})).unwrap();
+        assert_eq!(
+            check_expiry(&negative, now).unwrap_err().code,
+            ErrorCode::MandateExpired
+        );
         assert_eq!(
             check_expiry(&at("garbage"), now).unwrap_err().code,
             ErrorCode::ValidationFailed

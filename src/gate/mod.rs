@@ -6,7 +6,7 @@
 pub mod rate_limit;
 pub mod tier;
 
-pub use rate_limit::{RateDecision, RateLimiter};
+pub use rate_limit::{RateDecision, RateLimiter, client_ip_key};
 pub use tier::Tier;
 
 use serde_json::{Value, json};

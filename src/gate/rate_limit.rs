@@ -16,6 +16,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -245,6 +246,26 @@ impl RateLimiter {
     }
 }
 
+/// The limiter key for per-client-IP limits such as registration
+/// (`scope` = `"register"`). An IPv6 client usually holds a whole /64, so
+/// IPv6 addresses are keyed by their /64 prefix; IPv4-mapped IPv6 addresses
+/// count as the IPv4 address they carry.
+pub fn client_ip_key(scope: &str, ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{scope}:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("{scope}:{v4}"),
+            None => {
+                let segments = v6.segments();
+                format!(
+                    "{scope}:{:x}:{:x}:{:x}:{:x}::/64",
+                    segments[0], segments[1], segments[2], segments[3]
+                )
+            }
+        },
+    }
+}
+
 fn sweep_shard(shard: &mut Shard, now_ms: u64, window_ms: u64) -> usize {
     let before = shard.len();
     shard.retain(|_, window| {
@@ -320,6 +341,27 @@ mod tests {
         // Once the old keys are idle they are swept to make room.
         assert!(limiter.check("c", 5, 60_001).allowed);
         assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn client_keys_group_ipv6_by_64() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_ip_key("register", ip("203.0.113.7")),
+            "register:203.0.113.7"
+        );
+        assert_eq!(
+            client_ip_key("register", ip("::ffff:203.0.113.7")),
+            "register:203.0.113.7"
+        );
+        assert_eq!(
+            client_ip_key("register", ip("2001:db8:1:2:aaaa::1")),
+            client_ip_key("register", ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            client_ip_key("register", ip("2001:db8:1:2::1")),
+            client_ip_key("register", ip("2001:db8:1:3::1"))
+        );
     }
 
     #[test]

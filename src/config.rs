@@ -174,6 +174,32 @@ pub struct Config {
     pub writer_queue_capacity: usize,
     /// Raw `[catalog]` table from the config file (capability overrides), converted by the catalog.
     pub catalog: toml::Table,
+    /// Stripe Checkout top-ups; `None` disables card top-up (operators credit wallets instead).
+    pub stripe: Option<StripeSettings>,
+}
+
+/// Stripe settings. All four of secret key, webhook secret, success URL and cancel URL are
+/// needed; the secrets never appear in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StripeSettings {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// Stripe's API origin; tests point it at a fake on loopback.
+    pub api_base: String,
+}
+
+impl fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("secret_key", &"[redacted]")
+            .field("webhook_secret", &"[redacted]")
+            .field("success_url", &self.success_url)
+            .field("cancel_url", &self.cancel_url)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -206,6 +232,7 @@ impl Default for Config {
             idempotency_ttl_s: 86_400,
             writer_queue_capacity: 65_536,
             catalog: toml::Table::new(),
+            stripe: None,
         }
     }
 }
@@ -243,6 +270,7 @@ impl fmt::Debug for Config {
             .field("idempotency_ttl_s", &self.idempotency_ttl_s)
             .field("writer_queue_capacity", &self.writer_queue_capacity)
             .field("catalog", &self.catalog)
+            .field("stripe", &self.stripe)
             .finish()
     }
 }
@@ -382,6 +410,17 @@ pub struct ServeFlags {
     /// [default: 65536].
     #[arg(long, value_name = "N")]
     pub writer_queue_capacity: Option<usize>,
+    /// Where Stripe sends the payer after paying [env: JECP_STRIPE_SUCCESS_URL]. Stripe's
+    /// secret key and webhook secret come only from the environment (JECP_STRIPE_SECRET_KEY,
+    /// JECP_STRIPE_WEBHOOK_SECRET) or the config file, never from flags.
+    #[arg(long, value_name = "URL")]
+    pub stripe_success_url: Option<String>,
+    /// Where Stripe sends the payer after cancelling [env: JECP_STRIPE_CANCEL_URL].
+    #[arg(long, value_name = "URL")]
+    pub stripe_cancel_url: Option<String>,
+    /// Stripe API origin [env: JECP_STRIPE_API_BASE] [default: https://api.stripe.com].
+    #[arg(long, value_name = "URL")]
+    pub stripe_api_base: Option<String>,
 }
 
 /// One source's worth of settings; `None` means "this source does not set it".
@@ -413,6 +452,11 @@ struct Layer {
     idempotency_ttl_s: Option<u64>,
     writer_queue_capacity: Option<usize>,
     catalog: Option<toml::Table>,
+    stripe_secret_key: Option<String>,
+    stripe_webhook_secret: Option<String>,
+    stripe_success_url: Option<String>,
+    stripe_cancel_url: Option<String>,
+    stripe_api_base: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -505,6 +549,11 @@ impl Layer {
                 "writer_queue_capacity",
             )?,
             catalog: None,
+            stripe_secret_key: env("JECP_STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: env("JECP_STRIPE_WEBHOOK_SECRET"),
+            stripe_success_url: env("JECP_STRIPE_SUCCESS_URL"),
+            stripe_cancel_url: env("JECP_STRIPE_CANCEL_URL"),
+            stripe_api_base: env("JECP_STRIPE_API_BASE"),
         })
     }
 
@@ -545,6 +594,11 @@ impl Layer {
             idempotency_ttl_s: flags.idempotency_ttl_s,
             writer_queue_capacity: flags.writer_queue_capacity,
             catalog: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_success_url: flags.stripe_success_url.clone(),
+            stripe_cancel_url: flags.stripe_cancel_url.clone(),
+            stripe_api_base: flags.stripe_api_base.clone(),
         })
     }
 
@@ -593,6 +647,29 @@ impl Layer {
             self.writer_queue_capacity,
         );
         set(&mut config.catalog, self.catalog);
+        let stripe_given = [
+            &self.stripe_secret_key,
+            &self.stripe_webhook_secret,
+            &self.stripe_success_url,
+            &self.stripe_cancel_url,
+            &self.stripe_api_base,
+        ]
+        .iter()
+        .any(|value| value.is_some());
+        if stripe_given {
+            let stripe = config.stripe.get_or_insert_with(|| StripeSettings {
+                secret_key: String::new(),
+                webhook_secret: String::new(),
+                success_url: String::new(),
+                cancel_url: String::new(),
+                api_base: crate::funding::DEFAULT_STRIPE_API_BASE.to_owned(),
+            });
+            set(&mut stripe.secret_key, self.stripe_secret_key);
+            set(&mut stripe.webhook_secret, self.stripe_webhook_secret);
+            set(&mut stripe.success_url, self.stripe_success_url);
+            set(&mut stripe.cancel_url, self.stripe_cancel_url);
+            set(&mut stripe.api_base, self.stripe_api_base);
+        }
     }
 }
 
@@ -707,6 +784,21 @@ impl Config {
     /// Checks every rule; the first violation is reported with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_public_url(&self.public_url)?;
+        if let Some(stripe) = &self.stripe {
+            for (key, value) in [
+                ("stripe_secret_key", &stripe.secret_key),
+                ("stripe_webhook_secret", &stripe.webhook_secret),
+                ("stripe_success_url", &stripe.success_url),
+                ("stripe_cancel_url", &stripe.cancel_url),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(ConfigError::new(format!(
+                        "invalid config: {key} is missing; Stripe top-up needs stripe_secret_key, \
+                         stripe_webhook_secret, stripe_success_url and stripe_cancel_url together"
+                    )));
+                }
+            }
+        }
         if !(2..=8).contains(&self.vendor_prefix.len())
             || !self.vendor_prefix.bytes().all(|b| b.is_ascii_lowercase())
         {

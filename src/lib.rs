@@ -16,6 +16,7 @@
 //! - [`records`]: plain persisted records shared by modules (agents, idempotency, nonces).
 //! - [`funding`]: Stripe Checkout Sessions for wallet top-ups, webhook signatures and events.
 //! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
+//! - [`runtime`]: binding, serving and stopping a Hub (used by `main` and the tests).
 //! - [`http`]: hyper server, routing, limits, response building, graceful shutdown.
 
 pub mod auth;
@@ -29,4 +30,5 @@ pub mod ledger;
 pub mod money;
 pub mod protocol;
 pub mod records;
+pub mod runtime;
 pub mod store;

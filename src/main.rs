@@ -4,11 +4,13 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use jecp_hub::config::{Config, LogFormat, ServeFlags};
-use jecp_hub::http::{self, App, DataDirProbe, DiscoveryInputs, ServerLimits};
+use jecp_hub::runtime::Running;
+use jecp_hub::store::admin::{self, ExportFormat};
+
+mod agent_cli;
 
 /// A JECP Hub: agent wallets, mandates, trust tiers and pay-per-call billing in one binary.
 ///
@@ -26,12 +28,73 @@ struct Cli {
 enum Command {
     /// Run the Hub's HTTP server until SIGINT or SIGTERM.
     Serve(ServeFlags),
+    /// Check or export the ledger of a stopped Hub's data directory.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Operator commands on agents: in-process on a stopped Hub's data directory, or through
+    /// the operator API of the Hub running on it.
+    Agent(agent_cli::AgentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Recompute every balance from the transfer log and check the invariants; exit 1 with a
+    /// report on any violation.
+    Verify {
+        /// Data directory [default: ./jecp-data].
+        #[arg(long, value_name = "DIR", default_value = "./jecp-data")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Write the transfer log, oldest first, to stdout.
+    Export {
+        #[arg(long, value_name = "DIR", default_value = "./jecp-data")]
+        data_dir: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormatArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormatArg {
+    Jsonl,
+    Csv,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(flags) => serve(&flags),
+        Command::Ledger(LedgerCommand::Verify { data_dir }) => match admin::verify(&data_dir) {
+            Ok(report) => {
+                println!("{report}");
+                if report.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(error) => {
+                eprintln!("jecp-hub ledger verify: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Ledger(LedgerCommand::Export { data_dir, format }) => {
+            let format = match format {
+                ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+                ExportFormatArg::Csv => ExportFormat::Csv,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match admin::export(&data_dir, format, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("jecp-hub ledger export: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Agent(args) => agent_cli::run(args),
     }
 }
 
@@ -58,18 +121,13 @@ fn serve(flags: &ServeFlags) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
+            eprintln!("jecp-hub: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(mut config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|error| {
-        format!(
-            "cannot create data_dir {}: {error}",
-            config.data_dir.display()
-        )
-    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
@@ -77,28 +135,25 @@ async fn run(mut config: Config) -> Result<(), String> {
         .local_addr()
         .map_err(|error| format!("cannot read the bound address: {error}"))?;
     config.set_bound_address(bound);
-    let config = Arc::new(config);
+    let summary = (
+        config.data_dir.display().to_string(),
+        config.public_url.clone(),
+        config.durability_label(),
+        config.admin_token.is_some(),
+    );
+    let running =
+        Running::serve(listener, config, shutdown_signal()).map_err(|error| error.to_string())?;
     tracing::info!(
-        data_dir = %config.data_dir.display(),
-        public_url = %config.public_url,
-        durability = %config.durability_label(),
-        operator_api = config.admin_token.is_some(),
+        data_dir = %summary.0,
+        public_url = %summary.1,
+        durability = %summary.2,
+        operator_api = summary.3,
         "listening on {bound}"
     );
-    let health = Arc::new(DataDirProbe::new(&config));
-    let discovery = DiscoveryInputs {
-        supported_capabilities: serde_json::Value::Array(Vec::new()),
-        llms_catalog: String::new(),
-    };
-    let app = Arc::new(App::new(config.clone(), discovery, health));
-    http::serve(
-        listener,
-        app,
-        ServerLimits::from_config(&config),
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|error| format!("server failed: {error}"))?;
+    running
+        .wait()
+        .await
+        .map_err(|error| format!("server failed: {error}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -177,7 +177,7 @@ impl Micros {
     /// The amount as a JSON number that prints as its exact decimal
     /// (`0.005`, `20`, `19.995`). See the module doc for why this is exact.
     pub fn to_json(self) -> serde_json::Value {
-        if self.0 % MICROS_PER_USDC == 0 {
+        if self.0.is_multiple_of(MICROS_PER_USDC) {
             return serde_json::Value::from(self.0 / MICROS_PER_USDC);
         }
         let float = self.0 as f64 / MICROS_PER_USDC as f64;

@@ -315,7 +315,6 @@ fn credential_resolution_prefers_mandate_fields() {
 }
 
 /// The whole mandate path in spec 02 §4.4 order, as the invoke pipeline runs it.
-#[allow(clippy::result_large_err)] // JecpError is the pipeline's error type, as in the library.
 fn validate_mandate(
     directory: &Directory,
     replay: &ReplayStore,

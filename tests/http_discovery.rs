@@ -23,7 +23,10 @@ fn https_config() -> Config {
 
 async fn start_default() -> (TestServer, Arc<SwitchableProbe>) {
     let probe = Arc::new(SwitchableProbe::default());
-    let server = TestServer::start(app(https_config(), probe.clone()), fast_limits()).await;
+    let (app, dir) = app(https_config(), probe.clone());
+    let server = TestServer::start(app, fast_limits())
+        .await
+        .with_data_dir(dir);
     (server, probe)
 }
 
@@ -397,8 +400,10 @@ async fn wrong_method_is_405_with_allow() {
 #[tokio::test]
 async fn discovery_refreshes_when_the_catalog_changes() {
     let probe = Arc::new(SwitchableProbe::default());
-    let app = app(https_config(), probe);
-    let server = TestServer::start(app.clone(), fast_limits()).await;
+    let (app, dir) = app(https_config(), probe);
+    let server = TestServer::start(app.clone(), fast_limits())
+        .await
+        .with_data_dir(dir);
     let before = get(server.addr, "/.well-known/agent-guide.json", &[]).await;
     app.update_discovery(jecp_hub::http::DiscoveryInputs {
         supported_capabilities: serde_json::json!(["hub/echo", "hub/new-thing"]),

@@ -16,7 +16,6 @@
 
 // `JecpError` is the crate-wide error the invoke pipeline consumes; it is
 // large, but errors are the cold path and boxing would change that API.
-#![allow(clippy::result_large_err)]
 
 pub mod credentials;
 pub mod directory;

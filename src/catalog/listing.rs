@@ -64,7 +64,6 @@ pub(crate) struct ListFilter {
 impl ListFilter {
     // `JecpError` is the crate-wide error the HTTP layer renders; this path
     // is not hot (one call per catalog request), so its size does not matter.
-    #[allow(clippy::result_large_err)]
     pub(crate) fn parse(query: &ListQuery) -> Result<ListFilter, JecpError> {
         let page_size = match present(&query.page_size)
             .map(|value| ("page_size", value))
@@ -190,7 +189,6 @@ pub(crate) fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{last_id}"))
 }
 
-#[allow(clippy::result_large_err)] // see ListFilter::parse
 fn decode_cursor(cursor: &str) -> Result<String, JecpError> {
     let invalid = || {
         bad_parameter(

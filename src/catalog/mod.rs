@@ -205,7 +205,6 @@ impl Catalog {
 
     /// The `GET /v1/capabilities` body. Bad parameters → 400 `VALIDATION_FAILED`
     /// with `details.parameter`.
-    #[allow(clippy::result_large_err)] // the required API returns the crate-wide JecpError
     pub fn list(&self, query: &ListQuery) -> Result<Value, JecpError> {
         let filter = ListFilter::parse(query)?;
         let matching: Vec<usize> = (0..self.capabilities.len())

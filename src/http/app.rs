@@ -15,14 +15,17 @@ use hyper::header::{self, HeaderValue};
 
 use crate::config::Config;
 use crate::http::discovery::{self, DiscoveryDocs, DiscoveryInputs, RenderedDocument};
+use crate::http::endpoints;
 use crate::http::health::{self, HealthProbe};
 use crate::http::request::{Request, Service};
 use crate::http::response::{self, JSON_CONTENT_TYPE, Response, TEXT_CONTENT_TYPE};
 use crate::http::router::{self, Resolution, Route};
+use crate::hub::Hub;
 use crate::protocol::{ErrorCode, HubLinks, JecpError};
 
 /// The Hub's HTTP application.
 pub struct App {
+    hub: Arc<Hub>,
     config: Arc<Config>,
     links: HubLinks,
     discovery: RwLock<DiscoveryState>,
@@ -45,13 +48,23 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    pub fn new(
-        config: Arc<Config>,
-        discovery: DiscoveryInputs,
-        health: Arc<dyn HealthProbe>,
-    ) -> App {
+    /// The production app: discovery documents list the Hub's live catalog and `/health`
+    /// asks the Hub's store.
+    pub fn for_hub(hub: Arc<Hub>) -> App {
+        let discovery = DiscoveryInputs {
+            supported_capabilities: hub.catalog.guide_entries(),
+            llms_catalog: hub.catalog.llms_lines(),
+        };
+        let health: Arc<dyn HealthProbe> = hub.clone();
+        App::new(hub, discovery, health)
+    }
+
+    /// An app with explicit discovery facts and health probe (tests use doubles for both).
+    pub fn new(hub: Arc<Hub>, discovery: DiscoveryInputs, health: Arc<dyn HealthProbe>) -> App {
+        let config = hub.config.clone();
         let docs = Arc::new(DiscoveryDocs::build(&config, &discovery));
         App {
+            hub,
             links: config.hub_links(),
             config,
             discovery: RwLock::new(DiscoveryState {
@@ -65,6 +78,10 @@ impl App {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub fn links(&self) -> &HubLinks {
@@ -167,27 +184,26 @@ impl App {
                     discovery::LLMS_TXT_CACHE_CONTROL,
                 )
             }
-            // Business endpoints: the hub, catalog, auth and ledger layers provide these
-            // handlers; until they are wired into this match the routes answer NOT_FOUND.
-            Route::Capabilities
-            | Route::Capability { .. }
-            | Route::Invoke
-            | Route::LegacyInvoke
-            | Route::RegisterAgent
-            | Route::RotateKey
-            | Route::AgentMe
-            | Route::AgentTransactions
-            | Route::Topup
-            | Route::StripeWebhook
-            | Route::OperatorAgents
-            | Route::OperatorAgent { .. }
-            | Route::OperatorCredit { .. } => {
-                let error = JecpError::new(
-                    ErrorCode::NotFound,
-                    "This endpoint is not enabled on this Hub build.",
-                )
-                .detail("path", truncate_for_echo(&request.path));
-                response::error(&error, None, &self.links)
+            Route::Capabilities => endpoints::capabilities(&self.hub, request),
+            Route::Capability { id } => endpoints::capability(&self.hub, request, &id),
+            Route::Invoke => {
+                endpoints::invoke(&self.hub, request, crate::hub::Endpoint::Invoke).await
+            }
+            Route::LegacyInvoke => {
+                endpoints::invoke(&self.hub, request, crate::hub::Endpoint::Legacy).await
+            }
+            Route::RegisterAgent => endpoints::register(&self.hub, request).await,
+            Route::RotateKey => endpoints::rotate_key(&self.hub, request).await,
+            Route::AgentMe => endpoints::me(&self.hub, request),
+            Route::AgentTransactions => endpoints::transactions(&self.hub, request).await,
+            Route::Topup => endpoints::topup(&self.hub, request).await,
+            Route::StripeWebhook => endpoints::stripe_webhook(&self.hub, request).await,
+            Route::OperatorAgents => endpoints::operator_agents(&self.hub, request),
+            Route::OperatorAgent { agent_id } => {
+                endpoints::operator_agent(&self.hub, request, &agent_id).await
+            }
+            Route::OperatorCredit { agent_id } => {
+                endpoints::operator_credit(&self.hub, request, &agent_id).await
             }
         }
     }

@@ -96,6 +96,29 @@ pub fn report(probe: &dyn HealthProbe, started_at: Instant) -> (StatusCode, Valu
     (status_code, body)
 }
 
+/// The running Hub answers from its store: down after a failed commit until the next
+/// successful one (the writer retries by itself).
+impl HealthProbe for crate::hub::Hub {
+    fn database(&self) -> Result<(), String> {
+        let health = self.store.health();
+        if health.ok {
+            Ok(())
+        } else {
+            Err(health
+                .last_error
+                .unwrap_or_else(|| "the last commit failed".into()))
+        }
+    }
+
+    fn durability(&self) -> String {
+        self.config.durability_label()
+    }
+
+    fn loss_window_ms(&self) -> u64 {
+        self.store.health().loss_window_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

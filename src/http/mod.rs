@@ -6,12 +6,14 @@
 //! - [`router`]: the route table (404 / 405 with `Allow` / CORS preflight).
 //! - [`discovery`]: `agent.json`, `agent-guide.json`, `llms.txt`.
 //! - [`health`]: `/health` and the [`HealthProbe`] the store implements.
+//! - [`endpoints`]: business routes translated into `hub` calls.
 //! - [`app`]: [`App`], the Hub's service, one `match` arm per route.
 //!
 //! This layer holds no business rules: it parses, bounds and renders; decisions belong to `hub`.
 
 pub mod app;
 pub mod discovery;
+pub mod endpoints;
 pub mod health;
 pub mod request;
 pub mod response;

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<std::io::Result<()>>,
+    /// The Hub's temporary data directory, removed when the server is dropped.
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -41,7 +43,14 @@ impl TestServer {
             addr,
             shutdown: Some(shutdown_tx),
             handle,
+            data_dir: None,
         }
+    }
+
+    /// Keeps `dir` alive as long as the server.
+    pub fn with_data_dir(mut self, dir: tempfile::TempDir) -> TestServer {
+        self.data_dir = Some(dir);
+        self
     }
 
     /// Starts the shutdown; the returned handle resolves when `serve` returns.
@@ -98,13 +107,17 @@ pub fn fast_limits() -> ServerLimits {
     }
 }
 
-/// The real App over `config`, with a controllable health probe.
-pub fn app(config: Config, probe: Arc<SwitchableProbe>) -> Arc<App> {
+/// The real App over a Hub opened with `config` on a fresh temporary data directory, with
+/// fixed discovery facts and a controllable health probe. Must run inside a tokio runtime.
+pub fn app(mut config: Config, probe: Arc<SwitchableProbe>) -> (Arc<App>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary data directory");
+    config.data_dir = dir.path().to_path_buf();
+    let hub = jecp_hub::hub::Hub::open(config).expect("hub opens on an empty directory");
     let inputs = DiscoveryInputs {
         supported_capabilities: serde_json::json!(["hub/echo", {"id": "hub/pdf-render", "name": "PDF"}]),
         llms_catalog: "- hub/echo: $0.001 per call".into(),
     };
-    Arc::new(App::new(Arc::new(config), inputs, probe))
+    (Arc::new(App::new(hub, inputs, probe)), dir)
 }
 
 /// A parsed HTTP/1.1 response.

@@ -1,0 +1,875 @@
+//! The invoke pipeline: `Hub::invoke`, shared by `/v1/invoke` and the legacy
+//! `/v1/jecp` alias. Transport-agnostic: it takes the request's bytes and the
+//! few headers that matter and returns a [`Reply`].
+//!
+//! # Order of checks
+//!
+//! Each step runs only when every earlier one passed, and nothing that costs
+//! money or runs a handler happens before funds are reserved.
+//!
+//! 1. **Media type**: `application/json` (parameters allowed, missing tolerated), else 415.
+//! 2. **Envelope**: JSON parse (400 `INVALID_REQUEST`), version (400
+//!    `UNSUPPORTED_VERSION`), shape (400 `VALIDATION_FAILED` with
+//!    `details.errors`), `metadata` > 4 KB or `input` > 5 MB (413).
+//! 3. **Authentication and mandate**: credentials (mandate fields win over
+//!    headers), key check, `expires_at`, then provenance v2 (HMAC, skew,
+//!    nonce replay) — subcauses only after the key verified.
+//! 4. **Idempotency**: fingerprint over capability, action, canonical input,
+//!    provenance and payment; a stored answer is replayed, a different
+//!    fingerprint is 409, an in-flight twin is waited for.
+//! 5. **Capability resolution**: plain or `<hub-namespace>/<name>` → built-in;
+//!    another namespace → 404 `PROVIDER_NOT_FOUND`; unknown → 404; unknown action → 404.
+//! 6. **Deprecation**: past sunset → 410 with `Sunset`/`Deprecation`/`Link`.
+//! 7. **Trust gate**: tier from `total_calls` (or the operator's floor) → 403.
+//! 8. **Rate limit**: per agent at the tier's (or operator's) RPM, and per
+//!    action when it declares `rate_limit_rpm` → 429 with `Retry-After`.
+//! 9. **Input schema** → 400 `INPUT_SCHEMA_VIOLATION`.
+//! 10. **Funds**: a free call when the agent has any left (reserved so
+//!     concurrent calls cannot overspend the allowance), otherwise the
+//!     mandate budget check and a **hold** on the wallet → 402 when short.
+//! 11. **Handler**, then its output against the output schema (502 when
+//!     invalid); any failure voids the hold: failed calls cost nothing.
+//! 12. **Post**: charge, 85/10/5 split, `total_calls`+1 and the idempotency
+//!     record in one commit; the reply is sent after that commit per the
+//!     durability mode.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::envelope::{self, is_valid_request_id};
+use super::idempotency::{Claim, StoredResponse};
+use super::{Hub, Reply, now_s};
+use crate::auth::{self, Mandate, provenance};
+use crate::catalog::{Action, Capability, HandlerError, Resolution};
+use crate::gate::{self, Tier};
+use crate::ledger::{AccountId, ChargeMemo, ChargeMethod, LedgerError, Posted};
+use crate::money::Micros;
+use crate::protocol::canonical::{FingerprintParts, fingerprint};
+use crate::protocol::{ErrorCode, JecpError};
+use crate::records::{AgentRecord, IdempotencyRecord};
+use crate::store::{Command, Reply as StoreReply, StoreError};
+
+/// How long a request waits for an in-flight twin with the same id.
+const IDEMPOTENT_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Successful responses within this many days of a sunset carry the
+/// deprecation headers (spec 01 §4.6).
+const SUNSET_NOTICE_DAYS: i64 = 30;
+/// Engine label in `execution.engine`.
+pub const ENGINE: &str = concat!("jecp-hub/", env!("CARGO_PKG_VERSION"));
+/// The legacy alias's sunset (spec 01 §2.1).
+pub const LEGACY_SUNSET: &str = "Sat, 01 Jan 2028 00:00:00 GMT";
+const LEGACY_LINK: &str =
+    "<https://jecp.dev/spec/v1.0/01-protocol.md#21-legacy-alias>; rel=\"deprecation\"";
+const DEPRECATED_LINK: &str =
+    "<https://jecp.dev/spec/v1.0/03-errors.md#capability-deprecated>; rel=\"deprecation\"";
+/// The largest `X-Payment` header the SDK sends (CLIENT-COMPAT §9).
+const X_PAYMENT_BYTES_MAX: usize = 8 * 1024;
+
+/// Which path the request came in on; decides the success body's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/invoke`: the SDK's fields with the spec's beside them.
+    Invoke,
+    /// `/v1/jecp`: spec v1.0 shape plus RFC 8594 deprecation headers.
+    Legacy,
+}
+
+/// The parts of an HTTP request the pipeline reads.
+#[derive(Clone, Copy, Debug)]
+pub struct InvokeCall<'a> {
+    pub endpoint: Endpoint,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    pub agent_id_header: Option<&'a str>,
+    pub api_key_header: Option<&'a str>,
+    pub idempotency_key_header: Option<&'a str>,
+    pub x_payment_header: Option<&'a str>,
+}
+
+/// A failure on the way, with the request id to echo when known.
+struct Failure {
+    error: JecpError,
+    request_id: Option<String>,
+}
+
+impl Failure {
+    fn new(error: JecpError, request_id: Option<&str>) -> Failure {
+        Failure {
+            error,
+            request_id: request_id.map(str::to_owned),
+        }
+    }
+}
+
+/// How the call is paid for.
+enum Funding<'a> {
+    /// A free-tier call; the reservation is released when dropped.
+    Free(super::FreeCallReservation<'a>),
+    /// A hold on the wallet.
+    Held {
+        hold: crate::ledger::HoldId,
+        method: ChargeMethod,
+    },
+    /// The action is free of charge.
+    Nothing,
+}
+
+impl Hub {
+    /// Runs one invoke request through the pipeline described in the module doc.
+    pub async fn invoke(&self, call: InvokeCall<'_>) -> Reply {
+        let started = Instant::now();
+        let mut reply = match self.invoke_steps(&call, started).await {
+            Ok(reply) => reply,
+            Err(failure) => {
+                let mut error = failure.error;
+                if call.endpoint == Endpoint::Legacy {
+                    error = error.detail("endpoint_alias", "/v1/jecp (legacy; use /v1/invoke)");
+                }
+                Reply::error(&error, failure.request_id.as_deref(), &self.links)
+            }
+        };
+        if call.endpoint == Endpoint::Legacy {
+            reply.headers.push(("Deprecation".into(), "true".into()));
+            reply.headers.push(("Sunset".into(), LEGACY_SUNSET.into()));
+            reply.headers.push(("Link".into(), LEGACY_LINK.into()));
+        }
+        reply
+    }
+
+    async fn invoke_steps(
+        &self,
+        call: &InvokeCall<'_>,
+        started: Instant,
+    ) -> Result<Reply, Failure> {
+        // 1–2. Media type and envelope.
+        envelope::check_content_type(call.content_type)
+            .map_err(|error| Failure::new(error, None))?;
+        let request = envelope::parse(call.body).map_err(|(error, id)| Failure {
+            error,
+            request_id: id,
+        })?;
+        let id = request.id.as_str();
+        let fail = |error: JecpError| Failure::new(error, Some(id));
+
+        // 3. Authentication, mandate expiry, provenance.
+        let now = now_s();
+        let mandate = match &request.mandate {
+            Some(value) => Some(Mandate::from_json(value).map_err(fail)?),
+            None => None,
+        };
+        let credentials =
+            auth::resolve_credentials(call.agent_id_header, call.api_key_header, mandate.as_ref())
+                .map_err(fail)?;
+        let agent = self
+            .directory
+            .authenticate(credentials.agent_id, credentials.api_key, now)
+            .map_err(fail)?;
+        let agent: &AgentRecord = &agent;
+        if let Some(mandate) = &mandate {
+            auth::check_expiry(mandate, now).map_err(fail)?;
+        }
+        let provenance_hash = mandate
+            .as_ref()
+            .and_then(|mandate| mandate.provenance_hash.as_deref());
+        if let Some(wire) = provenance_hash {
+            let verified = provenance::verify_v2(wire, &agent.agent_id, credentials.api_key, now)
+                .map_err(|subcause| fail(provenance::mismatch_error(&subcause)))?;
+            let nonce = self
+                .replay
+                .check_and_insert(&agent.agent_id, &verified.nonce_lower, now)
+                .map_err(|subcause| fail(provenance::mismatch_error(&subcause)))?;
+            // FIFO through the writer: any later acknowledged commit implies
+            // this nonce is on disk too.
+            self.store
+                .enqueue(Command::PutNonce(nonce))
+                .map_err(|error| fail(error.to_jecp()))?;
+        }
+
+        // 4. Idempotency.
+        let x_payment = decode_x_payment(call.x_payment_header).map_err(fail)?;
+        let request_key = match call.idempotency_key_header {
+            Some(key) if is_valid_request_id(key) => key,
+            Some(_) => {
+                return Err(fail(
+                    JecpError::new(ErrorCode::ValidationFailed, "X-Idempotency-Key must be 4-64 characters from [A-Za-z0-9_-]")
+                        .detail("errors", json!([{"path": "header:X-Idempotency-Key", "reason": "must match ^[A-Za-z0-9_-]{4,64}$"}])),
+                ));
+            }
+            None => id,
+        };
+        let request_fingerprint = fingerprint(FingerprintParts {
+            capability: &request.capability,
+            action: &request.action,
+            input: &request.input,
+            provenance_hash,
+            x_payment: x_payment.as_deref(),
+        });
+        let leader = match self
+            .idempotency
+            .claim(
+                &agent.agent_id,
+                request_key,
+                request_fingerprint,
+                now,
+                IDEMPOTENT_WAIT_MAX,
+            )
+            .await
+            .map_err(fail)?
+        {
+            Claim::Replay(stored) => return Ok(replay(&stored)),
+            Claim::Leader(guard) => guard,
+        };
+
+        // 5. Capability and action.
+        let capability = match self.catalog.resolve(&request.capability) {
+            Resolution::Found(capability) => capability,
+            Resolution::OtherNamespace(namespace) => {
+                return Err(fail(
+                    JecpError::new(
+                        ErrorCode::ProviderNotFound,
+                        format!(
+                            "no Provider is registered under namespace {namespace:?} on this Hub"
+                        ),
+                    )
+                    .detail("namespace", namespace),
+                ));
+            }
+            Resolution::NotFound => {
+                return Err(fail(
+                    JecpError::new(
+                        ErrorCode::CapabilityNotFound,
+                        format!(
+                            "capability {:?} does not exist on this Hub",
+                            request.capability
+                        ),
+                    )
+                    .detail("capability", request.capability.clone()),
+                ));
+            }
+        };
+        let schema_url = self
+            .links
+            .url(&format!("/v1/capabilities/{}", capability.id));
+        let Some(action) = capability.action(&request.action) else {
+            let actions: Vec<&str> = capability
+                .actions
+                .iter()
+                .map(|action| action.name.as_str())
+                .collect();
+            return Err(fail(
+                JecpError::new(
+                    ErrorCode::ActionNotFound,
+                    format!(
+                        "capability {} has no action {:?}",
+                        capability.id, request.action
+                    ),
+                )
+                .detail("available_actions", json!(actions))
+                .detail("schema_url", schema_url),
+            ));
+        };
+
+        // 6. Deprecation.
+        let deprecation_headers = self.deprecation_headers(capability, now);
+        if let Some(deprecation) = &capability.deprecation
+            && deprecation.sunset_at.unix_timestamp() <= now
+        {
+            let mut error = JecpError::new(
+                ErrorCode::CapabilityDeprecated,
+                format!(
+                    "capability {} was sunset and no longer accepts calls",
+                    capability.id
+                ),
+            )
+            .detail("sunset_at", rfc3339(deprecation.sunset_at.unix_timestamp()));
+            if let Some(successor) = &deprecation.successor_version {
+                error = error
+                    .detail("successor_version", successor.clone())
+                    .detail("successor", successor.clone());
+            }
+            for (name, value) in deprecation_headers.unwrap_or_default() {
+                error = error.header(name, value);
+            }
+            tracing::info!(capability = %capability.id, "rejected a call to a sunset capability");
+            return Err(fail(error));
+        }
+
+        // 7. Trust gate.
+        let total_calls = self.total_calls(agent);
+        let tier = effective_tier(agent, total_calls);
+        if tier < action.trust_tier_required {
+            let alternatives: Vec<String> = self
+                .catalog
+                .capabilities()
+                .iter()
+                .filter(|candidate| candidate.min_tier() <= tier)
+                .map(|candidate| candidate.id.clone())
+                .collect();
+            return Err(fail(gate::trust_error(
+                action.trust_tier_required,
+                tier,
+                alternatives,
+            )));
+        }
+
+        // 8. Rate limits.
+        let now_ms = now_ms();
+        let agent_rpm = agent.rate_limit_rpm.unwrap_or_else(|| self.tier_rpm(tier));
+        let decision = self.limiter.check(&agent.agent_id, agent_rpm, now_ms);
+        if !decision.allowed {
+            return Err(fail(gate::rate_limited_error(
+                &decision,
+                tier.as_str(),
+                now,
+            )));
+        }
+        if let Some(action_rpm) = action.rate_limit_rpm {
+            let key = format!("{}\u{0}{}/{}", agent.agent_id, capability.id, action.name);
+            let decision = self.limiter.check(&key, action_rpm, now_ms);
+            if !decision.allowed {
+                return Err(fail(gate::rate_limited_error(
+                    &decision,
+                    tier.as_str(),
+                    now,
+                )));
+            }
+        }
+
+        // 9. Input schema.
+        if let Err(violations) = action.validate_input(&request.input) {
+            return Err(fail(schema_violation(
+                violations,
+                &format!("{schema_url}#input_schema"),
+            )));
+        }
+
+        // 10. Funds: reserved before the handler runs.
+        if x_payment.is_some() && !action.payment_methods.iter().any(|method| method == "x402") {
+            return Err(fail(
+                JecpError::new(
+                    ErrorCode::X402NotAccepted,
+                    "this action does not accept x402 payments; drop X-Payment and use the wallet",
+                )
+                .detail("accepted", json!(action.payment_methods))
+                .detail("received", "x402")
+                .detail("subcause", "capability_wallet_only")
+                .next_action(crate::protocol::NextAction::new(
+                    "switch_to_wallet",
+                    "Retry without X-Payment; the wallet pays.",
+                )),
+            ));
+        }
+        let wallet = AccountId(agent.wallet_account);
+        let funding = match self.reserve_funds(agent, wallet, action) {
+            Some(free) => free,
+            None => {
+                if let Some(mandate) = &mandate {
+                    auth::check_budget(mandate, action.price).map_err(fail)?;
+                }
+                let method = if mandate
+                    .as_ref()
+                    .is_some_and(|mandate| mandate.budget_usdc.is_some())
+                {
+                    ChargeMethod::Mandate
+                } else {
+                    ChargeMethod::Wallet
+                };
+                match self
+                    .store
+                    .execute(Command::Hold {
+                        wallet,
+                        amount: action.price,
+                    })
+                    .await
+                {
+                    Ok(StoreReply::Held(hold)) => Funding::Held { hold, method },
+                    Ok(other) => {
+                        tracing::error!(?other, "writer answered a hold with an unexpected reply");
+                        return Err(fail(JecpError::internal()));
+                    }
+                    Err(StoreError::Ledger(LedgerError::InsufficientFunds {
+                        required,
+                        available,
+                    })) => {
+                        return Err(fail(insufficient_balance(required, available, &self.links)));
+                    }
+                    Err(error) => return Err(fail(error.to_jecp())),
+                }
+            }
+        };
+
+        // 11. Handler and output check; any failure releases the funds.
+        let output = match self
+            .run_handler(capability, action, request.input.clone())
+            .await
+        {
+            Ok(output) => output,
+            Err(error) => {
+                self.release(funding).await;
+                return Err(fail(error));
+            }
+        };
+        if let Err(violations) = action.validate_output(&output) {
+            tracing::error!(capability = %capability.id, action = %action.name, ?violations, "handler output broke its schema");
+            self.release(funding).await;
+            return Err(fail(
+                JecpError::new(ErrorCode::OutputInvalid, "the capability returned output that does not match its output_schema; you were not charged")
+                    .detail("errors", violations_json(&violations)),
+            ));
+        }
+
+        // 12. Post (or book the free call) with the stored response in the same commit.
+        let deprecation_headers = deprecation_headers.unwrap_or_default();
+        let success = SuccessContext {
+            endpoint: call.endpoint,
+            request_id: id.to_owned(),
+            request_key: request_key.to_owned(),
+            agent_id: agent.agent_id.clone(),
+            fingerprint: request_fingerprint,
+            capability_namespace: capability.namespace.clone(),
+            capability_id: capability.id.clone(),
+            capability_version: capability.version.to_string(),
+            action: action.name.clone(),
+            output,
+            metadata: request.metadata.clone(),
+            tier,
+            started,
+            headers: deprecation_headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .collect(),
+            created_at_s: now,
+            expires_at_s: now + self.config.idempotency_ttl_s as i64,
+        };
+        let body_slot: Arc<OnceLock<Bytes>> = Arc::new(OnceLock::new());
+        let memo = ChargeMemo {
+            agent_id: agent.agent_id.clone(),
+            capability: capability.id.clone(),
+            action: action.name.clone(),
+            request_id: id.to_owned(),
+            method: ChargeMethod::Wallet,
+        };
+        let (command, free_reservation) = match funding {
+            Funding::Held { hold, method } => {
+                let record = success.recorder(method, body_slot.clone());
+                (
+                    Command::Post {
+                        hold,
+                        provider: AccountId::HUB_PROVIDER,
+                        memo: ChargeMemo { method, ..memo },
+                        idempotency: Some(record),
+                    },
+                    None,
+                )
+            }
+            Funding::Free(reservation) => {
+                let record = success.recorder(ChargeMethod::FreeCall, body_slot.clone());
+                (
+                    Command::ChargeFree {
+                        wallet,
+                        cost: action.price,
+                        provider: AccountId::HUB_PROVIDER,
+                        free_allowance: self.config.free_calls_per_agent,
+                        memo: ChargeMemo {
+                            method: ChargeMethod::FreeCall,
+                            ..memo
+                        },
+                        idempotency: Some(record),
+                    },
+                    Some(reservation),
+                )
+            }
+            Funding::Nothing => {
+                // A zero-price action moves no money; still count the call
+                // and keep the answer for replays, in one commit.
+                let record = success.recorder(ChargeMethod::FreeCall, body_slot.clone());
+                (
+                    Command::ChargeFree {
+                        wallet,
+                        cost: Micros::ZERO,
+                        provider: AccountId::HUB_PROVIDER,
+                        free_allowance: u64::MAX,
+                        memo: ChargeMemo {
+                            method: ChargeMethod::FreeCall,
+                            ..memo
+                        },
+                        idempotency: Some(record),
+                    },
+                    None,
+                )
+            }
+        };
+        let outcome = self.store.execute(command).await;
+        drop(free_reservation);
+        match outcome {
+            Ok(StoreReply::Posted(_)) => {}
+            Ok(other) => {
+                tracing::error!(?other, "writer answered a charge with an unexpected reply");
+                return Err(fail(JecpError::internal()));
+            }
+            Err(StoreError::Ledger(LedgerError::FreeCallsExhausted)) => {
+                return Err(fail(
+                    JecpError::new(
+                        ErrorCode::ServiceDegraded,
+                        "the free-call allowance changed under this call; retry with the same id",
+                    )
+                    .retry_after(1),
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "charge was not committed; the call is not charged");
+                return Err(fail(error.to_jecp()));
+            }
+        }
+        let Some(body) = body_slot.get().cloned() else {
+            tracing::error!("charge committed without a stored response body");
+            return Err(fail(JecpError::internal()));
+        };
+        let stored = Arc::new(StoredResponse {
+            fingerprint: request_fingerprint,
+            http_status: 200,
+            body,
+            headers: success.headers.clone(),
+            expires_at_s: success.expires_at_s,
+        });
+        leader.finish(stored.clone());
+        Ok(replay_fresh(&stored))
+    }
+
+    /// Trust tier inputs: completed calls from the ledger.
+    pub(super) fn total_calls(&self, agent: &AgentRecord) -> u64 {
+        self.store
+            .read_ledger(|ledger| {
+                ledger
+                    .account(AccountId(agent.wallet_account))
+                    .map(|account| account.charges_posted)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Step 10's first half: a free call when any remain. `Ok(None)` means
+    /// "pay from the wallet".
+    fn reserve_funds(
+        &self,
+        agent: &AgentRecord,
+        wallet: AccountId,
+        action: &Action,
+    ) -> Option<Funding<'_>> {
+        if action.price.is_zero() {
+            return Some(Funding::Nothing);
+        }
+        let used = self
+            .store
+            .read_ledger(|ledger| {
+                ledger
+                    .account(wallet)
+                    .map(|account| account.free_calls_used)
+            })
+            .unwrap_or(u64::MAX);
+        self.free_calls
+            .try_reserve(&agent.agent_id, used, self.config.free_calls_per_agent)
+            .map(Funding::Free)
+    }
+
+    async fn release(&self, funding: Funding<'_>) {
+        if let Funding::Held { hold, .. } = funding
+            && let Err(error) = self.store.execute(Command::Void { hold }).await
+        {
+            // A hold lost to a failed batch is already gone; anything else
+            // leaves a pending hold that the next restart clears.
+            tracing::warn!(%error, "could not void a hold after a failed call");
+        }
+    }
+
+    async fn run_handler(
+        &self,
+        capability: &Capability,
+        action: &Action,
+        input: Value,
+    ) -> Result<Value, JecpError> {
+        let result = if action.is_heavy() {
+            let catalog = self.catalog.clone();
+            let capability_id = capability.id.clone();
+            let action_name = action.name.clone();
+            tokio::task::spawn_blocking(move || {
+                let Resolution::Found(capability) = catalog.resolve(&capability_id) else {
+                    return Err(HandlerError::Failed("capability vanished".into()));
+                };
+                match capability.action(&action_name) {
+                    Some(action) => action.run(&input),
+                    None => Err(HandlerError::Failed("action vanished".into())),
+                }
+            })
+            .await
+            .unwrap_or_else(|join_error| {
+                tracing::error!(%join_error, "handler task panicked");
+                Err(HandlerError::Failed("the handler crashed".into()))
+            })
+        } else {
+            action.run(&input)
+        };
+        result.map_err(|error| match error {
+            HandlerError::InvalidInput(reason) => schema_violation(
+                vec![crate::catalog::SchemaViolation { instance_path: String::new(), schema_path: String::new(), reason }],
+                &self.links.url(&format!("/v1/capabilities/{}#input_schema", capability.id)),
+            ),
+            HandlerError::Failed(message) => {
+                tracing::warn!(capability = %capability.id, action = %action.name, %message, "handler failed");
+                JecpError::new(ErrorCode::ExecutionFailed, format!("the capability failed: {message}; you were not charged"))
+            }
+        })
+    }
+
+    /// `Sunset`, `Deprecation`, `Link` headers when the capability is within
+    /// the notice window or past its sunset.
+    fn deprecation_headers(
+        &self,
+        capability: &Capability,
+        now: i64,
+    ) -> Option<Vec<(&'static str, String)>> {
+        let deprecation = capability.deprecation.as_ref()?;
+        let sunset = deprecation.sunset_at.unix_timestamp();
+        if sunset - now > SUNSET_NOTICE_DAYS * 86_400 {
+            return None;
+        }
+        let sunset_time = std::time::UNIX_EPOCH + Duration::from_secs(sunset.max(0) as u64);
+        let mut headers = vec![
+            ("Sunset", httpdate::fmt_http_date(sunset_time)),
+            ("Deprecation", "true".to_owned()),
+            ("Link", DEPRECATED_LINK.to_owned()),
+        ];
+        if deprecation.successor_version.is_some() {
+            // The successor is a later version of the same capability; its
+            // catalog entry is where an agent reads what changed.
+            let url = self
+                .links
+                .url(&format!("/v1/capabilities/{}", capability.id));
+            headers.push(("Link", format!("<{url}>; rel=\"successor-version\"")));
+        }
+        Some(headers)
+    }
+}
+
+/// The agent's tier: earned from calls, never below the operator's floor.
+pub(super) fn effective_tier(agent: &AgentRecord, total_calls: u64) -> Tier {
+    let earned = Tier::from_total_calls(total_calls);
+    match agent.tier_floor.and_then(Tier::from_u8) {
+        Some(floor) if floor > earned => floor,
+        _ => earned,
+    }
+}
+
+fn decode_x_payment(header: Option<&str>) -> Result<Option<Vec<u8>>, JecpError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let invalid = |subcause: &str, message: &str| {
+        JecpError::new(ErrorCode::X402PaymentInvalid, message.to_owned())
+            .detail("subcause", subcause.to_owned())
+    };
+    if header.len() > X_PAYMENT_BYTES_MAX {
+        return Err(invalid("header_too_large", "X-Payment is larger than 8 KB"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(header.trim())
+        .map(Some)
+        .map_err(|_| invalid("payload_decode_error", "X-Payment is not valid base64"))
+}
+
+fn insufficient_balance(
+    required: Micros,
+    available: Micros,
+    links: &crate::protocol::HubLinks,
+) -> JecpError {
+    JecpError::new(
+        ErrorCode::InsufficientBalance,
+        format!("the wallet holds {available} USDC available; this call costs {required} USDC"),
+    )
+    .detail("required_usdc", required.to_json())
+    .detail("remaining_usdc", available.to_json())
+    .next_action(crate::protocol::error::topup_action(links))
+}
+
+fn violations_json(violations: &[crate::catalog::SchemaViolation]) -> Value {
+    Value::Array(
+        violations
+            .iter()
+            .map(|violation| {
+                json!({
+                    "instance_path": violation.instance_path,
+                    "schema_path": violation.schema_path,
+                    "reason": violation.reason,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn schema_violation(
+    violations: Vec<crate::catalog::SchemaViolation>,
+    schema_url: &str,
+) -> JecpError {
+    let count = violations.len();
+    JecpError::new(
+        ErrorCode::InputSchemaViolation,
+        format!("input does not match the action's input_schema ({count} problem(s)); see details.errors"),
+    )
+    .detail("errors", violations_json(&violations))
+    .detail("schema_url", schema_url.to_owned())
+}
+
+fn replay(stored: &StoredResponse) -> Reply {
+    replay_fresh(stored).with_header("X-Idempotent-Replay", "true")
+}
+
+fn replay_fresh(stored: &StoredResponse) -> Reply {
+    Reply {
+        status: stored.http_status,
+        content_type: "application/json",
+        headers: stored.headers.clone(),
+        body: stored.body.clone(),
+    }
+}
+
+pub(super) fn rfc3339(unix_s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()
+        .and_then(|moment| {
+            moment
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Everything the success body needs except what the commit decides.
+#[derive(Clone)]
+struct SuccessContext {
+    endpoint: Endpoint,
+    request_id: String,
+    request_key: String,
+    agent_id: String,
+    fingerprint: [u8; 32],
+    capability_namespace: String,
+    capability_id: String,
+    capability_version: String,
+    action: String,
+    output: Value,
+    metadata: Option<Value>,
+    tier: Tier,
+    started: Instant,
+    headers: Vec<(String, String)>,
+    created_at_s: i64,
+    expires_at_s: i64,
+}
+
+impl SuccessContext {
+    /// The closure the writer calls with the posted charge: it renders the
+    /// body (which needs the transaction id and balance), keeps a copy for
+    /// the live reply, and returns the idempotency record for the same commit.
+    fn recorder(
+        &self,
+        method: ChargeMethod,
+        body_slot: Arc<OnceLock<Bytes>>,
+    ) -> crate::store::IdempotencyRecorder {
+        let context = self.clone();
+        crate::store::IdempotencyRecorder::new(move |posted: &Posted| {
+            let body =
+                Bytes::from(serde_json::to_vec(&context.body(method, posted)).unwrap_or_default());
+            let _ = body_slot.set(body.clone());
+            IdempotencyRecord {
+                agent_id: context.agent_id,
+                request_key: context.request_key,
+                fingerprint: context.fingerprint,
+                http_status: 200,
+                body: body.to_vec(),
+                headers: context.headers,
+                created_at_s: context.created_at_s,
+                expires_at_s: context.expires_at_s,
+            }
+        })
+    }
+
+    fn body(&self, method: ChargeMethod, posted: &Posted) -> Value {
+        let agent_pays = !matches!(method, ChargeMethod::FreeCall);
+        let charged_amount = if agent_pays {
+            posted.cost
+        } else {
+            Micros::ZERO
+        };
+        let transaction_id = super::transaction_uuid(posted.charge).to_string();
+        let method_label = match method {
+            ChargeMethod::Wallet => "wallet",
+            ChargeMethod::Mandate => "mandate",
+            ChargeMethod::FreeCall => "free_call",
+        };
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let billing = json!({
+            "charged": agent_pays && !posted.cost.is_zero(),
+            "amount_usdc": charged_amount.to_json(),
+            "cost_usdc": posted.cost.to_json(),
+            "method": method_label,
+            "balance_after": posted.wallet_balance_after.to_json(),
+            "transaction_id": transaction_id,
+            "provider_share_usdc": posted.provider_share.to_json(),
+            "hub_fee_usdc": posted.hub_fee.to_json(),
+            "payment_fee_usdc": posted.payment_fee.to_json(),
+        });
+        let execution = json!({
+            "duration_ms": duration_ms,
+            "engine": ENGINE,
+            "provider": self.capability_namespace,
+            "trust_tier": self.tier.as_str(),
+        });
+        let mut body = Map::new();
+        body.insert("jecp".into(), json!("1.0"));
+        body.insert("id".into(), json!(self.request_id));
+        body.insert("status".into(), json!("completed"));
+        match self.endpoint {
+            Endpoint::Invoke => {
+                body.insert("result".into(), self.output.clone());
+                body.insert(
+                    "provider".into(),
+                    json!({
+                        "namespace": self.capability_namespace,
+                        "capability": self.capability_id,
+                        "version": self.capability_version,
+                    }),
+                );
+                body.insert("billing".into(), billing);
+                body.insert(
+                    "wallet_balance_after".into(),
+                    posted.wallet_balance_after.to_json(),
+                );
+                body.insert("execution".into(), execution);
+                if let Some(metadata) = &self.metadata {
+                    body.insert("metadata".into(), metadata.clone());
+                }
+            }
+            Endpoint::Legacy => {
+                let mut result = Map::new();
+                result.insert("capability".into(), json!(self.capability_id));
+                result.insert("action".into(), json!(self.action));
+                result.insert("output".into(), self.output.clone());
+                if let Some(metadata) = &self.metadata {
+                    result.insert("metadata".into(), metadata.clone());
+                }
+                body.insert("result".into(), Value::Object(result));
+                body.insert("billing".into(), billing);
+                body.insert("execution".into(), execution);
+            }
+        }
+        Value::Object(body)
+    }
+}

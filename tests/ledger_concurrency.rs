@@ -30,16 +30,33 @@ async fn exactly_100_of_1000_concurrent_holds_succeed() {
         tier_floor: None,
         rate_limit_rpm: None,
     };
-    store.execute(Command::OpenWallet { account: WALLET, agent }).await.unwrap();
     store
-        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(100), reference: "fund".into() })
+        .execute(Command::OpenWallet {
+            account: WALLET,
+            agent,
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(100),
+            reference: "fund".into(),
+        })
         .await
         .unwrap();
 
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.execute(Command::Hold { wallet: WALLET, amount: Micros::from_usdc(1) }).await })
+            tokio::spawn(async move {
+                store
+                    .execute(Command::Hold {
+                        wallet: WALLET,
+                        amount: Micros::from_usdc(1),
+                    })
+                    .await
+            })
         })
         .collect();
     let mut holds = Vec::new();
@@ -52,7 +69,10 @@ async fn exactly_100_of_1000_concurrent_holds_succeed() {
         }
     }
     assert_eq!((holds.len(), refused), (100, 900));
-    assert_eq!(store.read_ledger(|l| l.available(WALLET)), Some(Micros::ZERO));
+    assert_eq!(
+        store.read_ledger(|l| l.available(WALLET)),
+        Some(Micros::ZERO)
+    );
 
     // Post half, void half, all concurrently.
     let tasks: Vec<_> = holds
@@ -69,7 +89,14 @@ async fn exactly_100_of_1000_concurrent_holds_succeed() {
                         request_id: format!("req-{index}"),
                         method: ChargeMethod::Wallet,
                     };
-                    store.execute(Command::Post { hold, provider: AccountId::HUB_PROVIDER, memo, idempotency: None }).await
+                    store
+                        .execute(Command::Post {
+                            hold,
+                            provider: AccountId::HUB_PROVIDER,
+                            memo,
+                            idempotency: None,
+                        })
+                        .await
                 } else {
                     store.execute(Command::Void { hold }).await
                 }
@@ -77,10 +104,20 @@ async fn exactly_100_of_1000_concurrent_holds_succeed() {
         })
         .collect();
     for task in tasks {
-        assert!(matches!(task.await.unwrap(), Ok(Reply::Posted(_) | Reply::Done)));
+        assert!(matches!(
+            task.await.unwrap(),
+            Ok(Reply::Posted(_) | Reply::Done)
+        ));
     }
     let wallet = store.read_ledger(|l| l.account(WALLET).cloned()).unwrap();
-    assert_eq!((wallet.charges_posted, wallet.debits_posted, wallet.debits_pending), (50, Micros::from_usdc(50), Micros::ZERO));
+    assert_eq!(
+        (
+            wallet.charges_posted,
+            wallet.debits_posted,
+            wallet.debits_pending
+        ),
+        (50, Micros::from_usdc(50), Micros::ZERO)
+    );
     assert!(store.read_ledger(|l| l.verify()).is_empty());
     store.shutdown().await;
 

@@ -50,17 +50,38 @@ fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {
 /// One top-up of 2 USDC, two paid charges (0.005 and 0.000007), one free call.
 async fn populate(dir: &Path) {
     let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
-    store.execute(Command::OpenWallet { account: WALLET, agent: agent(WALLET) }).await.unwrap();
     store
-        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(2), reference: "stripe:pi_1".into() })
+        .execute(Command::OpenWallet {
+            account: WALLET,
+            agent: agent(WALLET),
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(2),
+            reference: "stripe:pi_1".into(),
+        })
         .await
         .unwrap();
     for (index, micros) in [5_000u64, 7].into_iter().enumerate() {
-        let Ok(Reply::Held(hold)) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(micros).unwrap() }).await else {
+        let Ok(Reply::Held(hold)) = store
+            .execute(Command::Hold {
+                wallet: WALLET,
+                amount: Micros::new(micros).unwrap(),
+            })
+            .await
+        else {
             panic!("hold refused")
         };
         let posted = store
-            .execute(Command::Post { hold, provider: AccountId::HUB_PROVIDER, memo: memo(&format!("r{index}"), ChargeMethod::Wallet), idempotency: None })
+            .execute(Command::Post {
+                hold,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo(&format!("r{index}"), ChargeMethod::Wallet),
+                idempotency: None,
+            })
             .await;
         assert!(matches!(posted, Ok(Reply::Posted(_))));
     }
@@ -87,8 +108,14 @@ async fn verify_passes_on_a_healthy_store() {
     populate(dir.path()).await;
     let report = admin::verify(dir.path()).unwrap();
     assert!(report.is_ok(), "{report}");
-    assert_eq!((report.transfers, report.wallets, report.balance_sum), (TRANSFERS_WRITTEN, 1, 0));
-    assert!(report.to_string().starts_with("ledger verify: OK"), "{report}");
+    assert_eq!(
+        (report.transfers, report.wallets, report.balance_sum),
+        (TRANSFERS_WRITTEN, 1, 0)
+    );
+    assert!(
+        report.to_string().starts_with("ledger verify: OK"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -102,9 +129,16 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
         {
             // Give the wallet 1 USDC out of thin air in its row only.
             let mut accounts = txn.open_table(ACCOUNTS).unwrap();
-            let mut row: AccountRecord = decode("accounts", &WALLET.0, accounts.get(WALLET.0).unwrap().unwrap().value()).unwrap();
+            let mut row: AccountRecord = decode(
+                "accounts",
+                &WALLET.0,
+                accounts.get(WALLET.0).unwrap().unwrap().value(),
+            )
+            .unwrap();
             row.credits_posted += 1_000_000;
-            accounts.insert(WALLET.0, encode(&row).unwrap().as_slice()).unwrap();
+            accounts
+                .insert(WALLET.0, encode(&row).unwrap().as_slice())
+                .unwrap();
             // Skim 1 µ from the first charge's hub leg into its provider leg.
             let mut transfers = txn.open_table(TRANSFERS).unwrap();
             let legs: Vec<(u128, TransferRecord)> = transfers
@@ -112,14 +146,23 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
                 .unwrap()
                 .map(|entry| {
                     let (key, value) = entry.unwrap();
-                    (key.value(), decode("transfers", &key.value(), value.value()).unwrap())
+                    (
+                        key.value(),
+                        decode("transfers", &key.value(), value.value()).unwrap(),
+                    )
                 })
                 .filter(|(_, record): &(u128, TransferRecord)| record.charge.is_some())
                 .take(2)
                 .collect();
             for (key, mut record) in legs {
-                record.amount = if record.kind == 2 { record.amount + 1 } else { record.amount - 1 };
-                transfers.insert(key, encode(&record).unwrap().as_slice()).unwrap();
+                record.amount = if record.kind == 2 {
+                    record.amount + 1
+                } else {
+                    record.amount - 1
+                };
+                transfers
+                    .insert(key, encode(&record).unwrap().as_slice())
+                    .unwrap();
             }
         }
         txn.commit().unwrap();
@@ -128,11 +171,22 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
     assert!(!report.is_ok());
     let text = report.to_string();
     assert!(text.starts_with("ledger verify: FAILED"), "{text}");
-    assert!(text.contains("account 1000: stored credits_posted 3 USDC, recomputed from transfers 2 USDC"), "{text}");
-    assert!(text.contains("not the 85/10/5 split of 0.005 USDC (expected 0.00425 / 0.0005 / 0.00025)"), "{text}");
+    assert!(
+        text.contains(
+            "account 1000: stored credits_posted 3 USDC, recomputed from transfers 2 USDC"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("not the 85/10/5 split of 0.005 USDC (expected 0.00425 / 0.0005 / 0.00025)"),
+        "{text}"
+    );
     // The Hub refuses to start on the same file, pointing at `ledger verify`.
     let error = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(&error, StoreError::Corrupt(m) if m.contains("invariant violation") && m.contains("ledger verify")), "{error}");
+    assert!(
+        matches!(&error, StoreError::Corrupt(m) if m.contains("invariant violation") && m.contains("ledger verify")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +195,15 @@ async fn export_writes_every_transfer_in_order_as_jsonl_and_csv() {
     populate(dir.path()).await;
 
     let mut jsonl = Vec::new();
-    assert_eq!(admin::export(dir.path(), ExportFormat::Jsonl, &mut jsonl).unwrap(), TRANSFERS_WRITTEN);
-    let rows: Vec<serde_json::Value> =
-        String::from_utf8(jsonl).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(
+        admin::export(dir.path(), ExportFormat::Jsonl, &mut jsonl).unwrap(),
+        TRANSFERS_WRITTEN
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(jsonl)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert_eq!(rows.len() as u64, TRANSFERS_WRITTEN);
     assert_eq!(rows[0]["kind"], "credit");
     assert_eq!(rows[0]["reference"], "stripe:pi_1");
@@ -152,20 +212,32 @@ async fn export_writes_every_transfer_in_order_as_jsonl_and_csv() {
     assert_eq!(rows[1]["amount"].to_string(), "0.00425");
     assert_eq!(rows[1]["request_id"], "r0");
     assert_eq!(rows[2]["amount_micros"], 500);
-    assert!(rows[2]["request_id"].is_null(), "only the first leg carries the memo");
+    assert!(
+        rows[2]["request_id"].is_null(),
+        "only the first leg carries the memo"
+    );
     assert_eq!(rows.last().unwrap()["debit"], AccountId::PROMOTIONS.0);
     assert_eq!(rows.last().unwrap()["method"], serde_json::Value::Null);
     let ids: Vec<&str> = rows.iter().map(|row| row["id"].as_str().unwrap()).collect();
-    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids in time order");
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "ids in time order"
+    );
 
     let mut csv_bytes = Vec::new();
-    assert_eq!(admin::export(dir.path(), ExportFormat::Csv, &mut csv_bytes).unwrap(), TRANSFERS_WRITTEN);
+    assert_eq!(
+        admin::export(dir.path(), ExportFormat::Csv, &mut csv_bytes).unwrap(),
+        TRANSFERS_WRITTEN
+    );
     let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
     assert_eq!(reader.headers().unwrap().get(5), Some("amount"));
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len() as u64, TRANSFERS_WRITTEN);
     assert_eq!(&records[1][5], "0.00425");
-    assert_eq!(&records[1][10], "pdf, \"quoted\"", "CSV quoting round-trips");
+    assert_eq!(
+        &records[1][10], "pdf, \"quoted\"",
+        "CSV quoting round-trips"
+    );
     assert_eq!(&records[1][0], ids[1]);
 }
 
@@ -173,8 +245,14 @@ async fn export_writes_every_transfer_in_order_as_jsonl_and_csv() {
 fn admin_tools_refuse_a_missing_store() {
     let dir = tempfile::tempdir().unwrap();
     let error = admin::verify(dir.path()).unwrap_err();
-    assert!(matches!(&error, StoreError::Io(m) if m.contains("no store at")), "{error}");
+    assert!(
+        matches!(&error, StoreError::Io(m) if m.contains("no store at")),
+        "{error}"
+    );
     let mut sink = Vec::new();
     assert!(admin::export(dir.path(), ExportFormat::Csv, &mut sink).is_err());
-    assert!(!dir.path().join(DATABASE_FILE).exists(), "the admin tools never create a store");
+    assert!(
+        !dir.path().join(DATABASE_FILE).exists(),
+        "the admin tools never create a store"
+    );
 }

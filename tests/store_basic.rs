@@ -55,11 +55,20 @@ const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 async fn register_and_fund(store: &Store, usdc: u64) {
     assert_eq!(
-        store.execute(Command::OpenWallet { account: WALLET, agent: agent("jecp_ag_a", WALLET.0) }).await,
+        store
+            .execute(Command::OpenWallet {
+                account: WALLET,
+                agent: agent("jecp_ag_a", WALLET.0)
+            })
+            .await,
         Ok(Reply::Done)
     );
     let credited = store
-        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(usdc), reference: "topup-1".into() })
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(usdc),
+            reference: "topup-1".into(),
+        })
         .await
         .unwrap();
     assert!(matches!(credited, Reply::Credited(ref t) if t.amount == Micros::from_usdc(usdc)));
@@ -74,10 +83,23 @@ async fn every_command_round_trips_through_a_reopen() {
     register_and_fund(&store, 10).await;
     // Same reference again: acknowledged, not credited twice.
     assert_eq!(
-        store.execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(10), reference: "topup-1".into() }).await,
+        store
+            .execute(Command::Credit {
+                wallet: WALLET,
+                amount: Micros::from_usdc(10),
+                reference: "topup-1".into()
+            })
+            .await,
         Ok(Reply::AlreadyCredited)
     );
-    let Reply::Held(hold) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(5_000).unwrap() }).await.unwrap() else {
+    let Reply::Held(hold) = store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::new(5_000).unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
         panic!("hold refused")
     };
     let Reply::Posted(posted) = store
@@ -95,13 +117,30 @@ async fn every_command_round_trips_through_a_reopen() {
     assert_eq!(posted.wallet_balance_after, Micros::parse("9.995").unwrap());
     // A second post of the same hold is a ledger error for that caller only.
     assert_eq!(
-        store.execute(Command::Post { hold, provider: AccountId::HUB_PROVIDER, memo: memo("x", ChargeMethod::Wallet), idempotency: None }).await,
+        store
+            .execute(Command::Post {
+                hold,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo("x", ChargeMethod::Wallet),
+                idempotency: None
+            })
+            .await,
         Err(StoreError::Ledger(LedgerError::UnknownHold(hold)))
     );
-    let Reply::Held(voided) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::from_usdc(1) }).await.unwrap() else {
+    let Reply::Held(voided) = store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::from_usdc(1),
+        })
+        .await
+        .unwrap()
+    else {
         panic!("hold refused")
     };
-    assert_eq!(store.execute(Command::Void { hold: voided }).await, Ok(Reply::Done));
+    assert_eq!(
+        store.execute(Command::Void { hold: voided }).await,
+        Ok(Reply::Done)
+    );
     let free = store
         .execute(Command::ChargeFree {
             wallet: WALLET,
@@ -114,31 +153,78 @@ async fn every_command_round_trips_through_a_reopen() {
         .await
         .unwrap();
     assert!(matches!(free, Reply::Posted(_)));
-    store.enqueue(Command::PutNonce(NonceRecord { agent_id: "jecp_ag_a".into(), nonce: "ab".into(), expires_at_s: 50 })).unwrap();
-    store.enqueue(Command::PutNonce(NonceRecord { agent_id: "jecp_ag_a".into(), nonce: "cd".into(), expires_at_s: 500 })).unwrap();
+    store
+        .enqueue(Command::PutNonce(NonceRecord {
+            agent_id: "jecp_ag_a".into(),
+            nonce: "ab".into(),
+            expires_at_s: 50,
+        }))
+        .unwrap();
+    store
+        .enqueue(Command::PutNonce(NonceRecord {
+            agent_id: "jecp_ag_a".into(),
+            nonce: "cd".into(),
+            expires_at_s: 500,
+        }))
+        .unwrap();
     let mut frozen = agent("jecp_ag_a", WALLET.0);
     frozen.frozen = true;
-    assert_eq!(store.execute(Command::PutAgent(frozen.clone())).await, Ok(Reply::Done));
+    assert_eq!(
+        store.execute(Command::PutAgent(frozen.clone())).await,
+        Ok(Reply::Done)
+    );
     // Expired at 200: req-2 (100) and nonce ab (50); kept: req-1 and cd.
-    assert_eq!(store.execute(Command::Sweep { now_s: 200 }).await, Ok(Reply::Done));
-    let before = store.read_ledger(|ledger| ledger.account(WALLET).cloned()).unwrap();
+    assert_eq!(
+        store.execute(Command::Sweep { now_s: 200 }).await,
+        Ok(Reply::Done)
+    );
+    let before = store
+        .read_ledger(|ledger| ledger.account(WALLET).cloned())
+        .unwrap();
     assert_eq!((before.charges_posted, before.free_calls_used), (2, 1));
     let health = store.health();
-    assert!(health.ok && health.commits >= 6 && health.durability == "immediate" && health.loss_window_ms == 0, "{health:?}");
+    assert!(
+        health.ok
+            && health.commits >= 6
+            && health.durability == "immediate"
+            && health.loss_window_ms == 0,
+        "{health:?}"
+    );
     store.shutdown().await;
-    assert_eq!(store.execute(Command::Sweep { now_s: 0 }).await, Err(StoreError::Closed));
+    assert_eq!(
+        store.execute(Command::Sweep { now_s: 0 }).await,
+        Err(StoreError::Closed)
+    );
 
     let (store, loaded) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(loaded.agents, vec![frozen]);
     assert_eq!(loaded.idempotency, vec![idempotency("req-1", i64::MAX)]);
-    assert_eq!(loaded.nonces.iter().map(|n| n.nonce.as_str()).collect::<Vec<_>>(), vec!["cd"]);
+    assert_eq!(
+        loaded
+            .nonces
+            .iter()
+            .map(|n| n.nonce.as_str())
+            .collect::<Vec<_>>(),
+        vec!["cd"]
+    );
     assert_eq!(loaded.next_wallet_account, WALLET.0 + 1);
-    let after = store.read_ledger(|ledger| ledger.account(WALLET).cloned()).unwrap();
+    let after = store
+        .read_ledger(|ledger| ledger.account(WALLET).cloned())
+        .unwrap();
     assert_eq!(after, before);
-    assert_eq!(store.read_ledger(|l| l.available(WALLET)), Some(Micros::parse("9.995").unwrap()));
+    assert_eq!(
+        store.read_ledger(|l| l.available(WALLET)),
+        Some(Micros::parse("9.995").unwrap())
+    );
     // The reference survived the restart.
     assert_eq!(
-        store.execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(1), reference: "topup-1".into() }).await,
+        store
+            .execute(Command::Credit {
+                wallet: WALLET,
+                amount: Micros::from_usdc(1),
+                reference: "topup-1".into()
+            })
+            .await,
         Ok(Reply::AlreadyCredited)
     );
     store.shutdown().await;
@@ -149,7 +235,10 @@ async fn a_second_open_of_the_same_directory_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let error = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(&error, StoreError::Locked(message) if message.contains("in use by another jecp-hub")), "{error}");
+    assert!(
+        matches!(&error, StoreError::Locked(message) if message.contains("in use by another jecp-hub")),
+        "{error}"
+    );
     assert!(jecp_hub::store::admin::verify(dir.path()).is_err());
     store.shutdown().await;
     // Released on shutdown.
@@ -160,17 +249,34 @@ async fn a_second_open_of_the_same_directory_is_locked() {
 #[tokio::test]
 async fn batched_mode_acknowledges_and_persists_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions { durability: Durability::Batched { fsync_interval_ms: 20 }, ..StoreOptions::default() };
+    let options = StoreOptions {
+        durability: Durability::Batched {
+            fsync_interval_ms: 20,
+        },
+        ..StoreOptions::default()
+    };
     let (store, _) = Store::open(dir.path(), options.clone()).unwrap();
     register_and_fund(&store, 3).await;
     let health = store.health();
     assert_eq!((health.durability, health.loss_window_ms), ("batched", 20));
     for index in 0..10 {
-        let Reply::Held(hold) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(1_000).unwrap() }).await.unwrap() else {
+        let Reply::Held(hold) = store
+            .execute(Command::Hold {
+                wallet: WALLET,
+                amount: Micros::new(1_000).unwrap(),
+            })
+            .await
+            .unwrap()
+        else {
             panic!("hold refused")
         };
         let posted = store
-            .execute(Command::Post { hold, provider: AccountId::HUB_PROVIDER, memo: memo(&format!("r{index}"), ChargeMethod::Wallet), idempotency: None })
+            .execute(Command::Post {
+                hold,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo(&format!("r{index}"), ChargeMethod::Wallet),
+                idempotency: None,
+            })
             .await;
         assert!(matches!(posted, Ok(Reply::Posted(_))));
     }
@@ -178,24 +284,38 @@ async fn batched_mode_acknowledges_and_persists_on_shutdown() {
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     store.shutdown().await;
     let (store, _) = Store::open(dir.path(), options).unwrap();
-    assert_eq!(store.read_ledger(|l| l.account(WALLET).map(|a| a.charges_posted)), Some(10));
+    assert_eq!(
+        store.read_ledger(|l| l.account(WALLET).map(|a| a.charges_posted)),
+        Some(10)
+    );
     store.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_full_queue_answers_busy_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions { queue_capacity: 4, ..StoreOptions::default() };
+    let options = StoreOptions {
+        queue_capacity: 4,
+        ..StoreOptions::default()
+    };
     let (store, _) = Store::open(dir.path(), options).unwrap();
     // Holding the ledger's read lock stalls the writer in its apply step, so
     // the queue cannot drain while we fill it.
     let results: Vec<Result<(), StoreError>> = store.read_ledger(|_| {
-        (0..8).map(|i| store.enqueue(Command::Sweep { now_s: i })).collect()
+        (0..8)
+            .map(|i| store.enqueue(Command::Sweep { now_s: i }))
+            .collect()
     });
-    let busy = results.iter().filter(|r| matches!(r, Err(StoreError::Busy { retry_after_s: 1 }))).count();
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Busy { retry_after_s: 1 })))
+        .count();
     assert!(busy >= 3, "{results:?}");
     let jecp = StoreError::Busy { retry_after_s: 1 }.to_jecp();
-    assert_eq!((jecp.code, jecp.code.http_status(), jecp.retry_after_seconds), (ErrorCode::ServiceDegraded, 503, Some(1)));
+    assert_eq!(
+        (jecp.code, jecp.code.http_status(), jecp.retry_after_seconds),
+        (ErrorCode::ServiceDegraded, 503, Some(1))
+    );
     // The stalled work completes once the lock is released; a caller that
     // honours Retry-After gets through.
     let mut answer = store.execute(Command::Sweep { now_s: 0 }).await;
@@ -223,7 +343,10 @@ async fn newer_or_corrupt_records_stop_start_up_with_a_precise_message() {
     let rewrite = |bytes: &[u8]| {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(AGENTS).unwrap().insert("jecp_ag_a", bytes).unwrap();
+        txn.open_table(AGENTS)
+            .unwrap()
+            .insert("jecp_ag_a", bytes)
+            .unwrap();
         txn.commit().unwrap();
         let _ = db.begin_read();
     };
@@ -232,10 +355,19 @@ async fn newer_or_corrupt_records_stop_start_up_with_a_precise_message() {
     newer[0] = 9;
     rewrite(&newer);
     let error = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert_eq!(error, StoreError::NewerFormat { found: 9, supported: 1 });
+    assert_eq!(
+        error,
+        StoreError::NewerFormat {
+            found: 9,
+            supported: 1
+        }
+    );
     assert!(error.to_string().contains("newer jecp-hub"), "{error}");
 
     rewrite(&[1, 0xde, 0xad, 0xbe, 0xef]);
     let error = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(&error, StoreError::Corrupt(m) if m.contains("table `agents` key jecp_ag_a")), "{error}");
+    assert!(
+        matches!(&error, StoreError::Corrupt(m) if m.contains("table `agents` key jecp_ag_a")),
+        "{error}"
+    );
 }

@@ -40,48 +40,102 @@ fn memo(request: &str) -> ChargeMemo {
 }
 
 async fn hold(store: &Store, micros: u64) -> HoldId {
-    match store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(micros).unwrap() }).await {
+    match store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::new(micros).unwrap(),
+        })
+        .await
+    {
         Ok(Reply::Held(hold)) => hold,
         other => panic!("hold failed: {other:?}"),
     }
 }
 
 fn posted_state(account: &Account) -> (Micros, Micros, u64) {
-    (account.credits_posted, account.debits_posted, account.charges_posted)
+    (
+        account.credits_posted,
+        account.debits_posted,
+        account.charges_posted,
+    )
 }
 
 #[tokio::test]
 async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
     let dir = tempfile::tempdir().unwrap();
     let switch = FaultSwitch::new();
-    let options = StoreOptions { fault: Some(switch.clone()), ..StoreOptions::default() };
+    let options = StoreOptions {
+        fault: Some(switch.clone()),
+        ..StoreOptions::default()
+    };
     let (store, _) = Store::open(dir.path(), options.clone()).unwrap();
-    store.execute(Command::OpenWallet { account: WALLET, agent: agent() }).await.unwrap();
     store
-        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(1), reference: "t1".into() })
+        .execute(Command::OpenWallet {
+            account: WALLET,
+            agent: agent(),
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(1),
+            reference: "t1".into(),
+        })
         .await
         .unwrap();
     let doomed = hold(&store, 10_000).await;
-    let snapshot = |store: &Store| store.read_ledger(|l| l.accounts().map(|a| (a.id, posted_state(a))).collect::<std::collections::BTreeMap<_, _>>());
+    let snapshot = |store: &Store| {
+        store.read_ledger(|l| {
+            l.accounts()
+                .map(|a| (a.id, posted_state(a)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+    };
     let before = snapshot(&store);
 
     switch.arm();
     let result = store
-        .execute(Command::Post { hold: doomed, provider: AccountId::HUB_PROVIDER, memo: memo("doomed"), idempotency: None })
+        .execute(Command::Post {
+            hold: doomed,
+            provider: AccountId::HUB_PROVIDER,
+            memo: memo("doomed"),
+            idempotency: None,
+        })
         .await;
-    assert!(matches!(&result, Err(StoreError::Degraded(message)) if message.contains("No space left")), "{result:?}");
+    assert!(
+        matches!(&result, Err(StoreError::Degraded(message)) if message.contains("No space left")),
+        "{result:?}"
+    );
     assert!(switch.injected_failures() > 0);
-    assert_eq!(snapshot(&store), before, "posted state must equal the file after a failed commit");
+    assert_eq!(
+        snapshot(&store),
+        before,
+        "posted state must equal the file after a failed commit"
+    );
     let health = store.health();
-    assert!(!health.ok && health.failed_commits >= 1 && health.last_error.is_some(), "{health:?}");
+    assert!(
+        !health.ok && health.failed_commits >= 1 && health.last_error.is_some(),
+        "{health:?}"
+    );
     let jecp = result.unwrap_err().to_jecp();
-    assert_eq!((jecp.code.http_status(), jecp.retry_after_seconds.is_some()), (503, true));
+    assert_eq!(
+        (jecp.code.http_status(), jecp.retry_after_seconds.is_some()),
+        (503, true)
+    );
     // The failed post consumed its hold (its caller was told it failed): the
     // reservation is released rather than leaked.
-    assert_eq!(store.read_ledger(|l| l.available(WALLET)), Some(Micros::from_usdc(1)));
+    assert_eq!(
+        store.read_ledger(|l| l.available(WALLET)),
+        Some(Micros::from_usdc(1))
+    );
     // A credit during the outage fails too, and is not applied.
     let credit = store
-        .execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(5), reference: "t2".into() })
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(5),
+            reference: "t2".into(),
+        })
         .await;
     assert!(matches!(credit, Err(StoreError::Degraded(_))), "{credit:?}");
     assert_eq!(snapshot(&store), before);
@@ -89,17 +143,38 @@ async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
     switch.disarm();
     let survivor = hold(&store, 20_000).await;
     let posted = store
-        .execute(Command::Post { hold: survivor, provider: AccountId::HUB_PROVIDER, memo: memo("ok"), idempotency: None })
+        .execute(Command::Post {
+            hold: survivor,
+            provider: AccountId::HUB_PROVIDER,
+            memo: memo("ok"),
+            idempotency: None,
+        })
         .await;
-    assert!(matches!(posted, Ok(Reply::Posted(ref p)) if p.cost.get() == 20_000), "{posted:?}");
+    assert!(
+        matches!(posted, Ok(Reply::Posted(ref p)) if p.cost.get() == 20_000),
+        "{posted:?}"
+    );
     assert!(store.health().ok);
     // The failed credit's reference was rolled back: it can be retried.
     assert!(matches!(
-        store.execute(Command::Credit { wallet: WALLET, amount: Micros::from_usdc(5), reference: "t2".into() }).await,
+        store
+            .execute(Command::Credit {
+                wallet: WALLET,
+                amount: Micros::from_usdc(5),
+                reference: "t2".into()
+            })
+            .await,
         Ok(Reply::Credited(_))
     ));
     assert_eq!(
-        store.execute(Command::Post { hold: doomed, provider: AccountId::HUB_PROVIDER, memo: memo("again"), idempotency: None }).await,
+        store
+            .execute(Command::Post {
+                hold: doomed,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo("again"),
+                idempotency: None
+            })
+            .await,
         Err(StoreError::Ledger(LedgerError::UnknownHold(doomed)))
     );
     let after = store.read_ledger(|l| l.account(WALLET).cloned()).unwrap();

@@ -4,7 +4,9 @@
 //! writes files older builds cannot read. Changing a record needs a new
 //! FORMAT_VERSION and a migration, not a new golden value.
 
-use jecp_hub::ledger::{AccountId, ChargeId, ChargeMemo, ChargeMethod, Transfer, TransferId, TransferKind};
+use jecp_hub::ledger::{
+    AccountId, ChargeId, ChargeMemo, ChargeMethod, Transfer, TransferId, TransferKind,
+};
 use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
 use jecp_hub::store::records::{FORMAT_VERSION, TransferRecord, decode, encode};
@@ -71,14 +73,25 @@ const TRANSFER_GOLDEN: &str = concat!(
 fn agent_record_bytes_are_stable() {
     let bytes = encode(&fixed_agent()).unwrap();
     assert_eq!(bytes[0], FORMAT_VERSION);
-    assert_eq!(hex(&bytes), AGENT_GOLDEN, "AgentRecord archive format changed");
-    assert_eq!(decode::<AgentRecord>("agents", &"golden", &bytes).unwrap(), fixed_agent());
+    assert_eq!(
+        hex(&bytes),
+        AGENT_GOLDEN,
+        "AgentRecord archive format changed"
+    );
+    assert_eq!(
+        decode::<AgentRecord>("agents", &"golden", &bytes).unwrap(),
+        fixed_agent()
+    );
 }
 
 #[test]
 fn transfer_record_bytes_are_stable() {
     let bytes = encode(&TransferRecord::from(&fixed_transfer())).unwrap();
-    assert_eq!(hex(&bytes), TRANSFER_GOLDEN, "TransferRecord archive format changed");
+    assert_eq!(
+        hex(&bytes),
+        TRANSFER_GOLDEN,
+        "TransferRecord archive format changed"
+    );
     let decoded: TransferRecord = decode("transfers", &"golden", &bytes).unwrap();
     assert_eq!(decoded.into_transfer().unwrap(), fixed_transfer());
 }

@@ -75,11 +75,16 @@ pub enum ExportFormat {
 fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf), StoreError> {
     let path = data_dir.join(DATABASE_FILE);
     if !path.exists() {
-        return Err(StoreError::Io(format!("no store at {} (is the data directory right?)", path.display())));
+        return Err(StoreError::Io(format!(
+            "no store at {} (is the data directory right?)",
+            path.display()
+        )));
     }
     // A read-write handle (without writing) so redb can finish a crash
     // recovery that a read-only handle would refuse.
-    let db = redb::Database::builder().open(&path).map_err(|e| redb_error(&path.display().to_string(), e))?;
+    let db = redb::Database::builder()
+        .open(&path)
+        .map_err(|e| redb_error(&path.display().to_string(), e))?;
     Ok((db, path))
 }
 
@@ -87,10 +92,20 @@ fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf), StoreErro
 /// Corrupt or newer-format records are an `Err`; broken invariants are in the report.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, StoreError> {
     let (db, path) = open_existing(data_dir)?;
-    let txn = db.begin_read().map_err(|e| redb_error("ledger verify", e))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| redb_error("ledger verify", e))?;
     let state = tables::read_state(&txn, false)?;
-    let balance_sum = state.ledger.accounts().map(|account| account.balance()).sum();
-    let wallets = state.ledger.accounts().filter(|account| account.kind == AccountKind::Wallet).count() as u64;
+    let balance_sum = state
+        .ledger
+        .accounts()
+        .map(|account| account.balance())
+        .sum();
+    let wallets = state
+        .ledger
+        .accounts()
+        .filter(|account| account.kind == AccountKind::Wallet)
+        .count() as u64;
     Ok(VerifyReport {
         path,
         accounts: state.account_count,
@@ -124,9 +139,15 @@ fn export_error(error: impl fmt::Display) -> StoreError {
 
 /// Writes every transfer in id order as JSON lines or CSV (with a header row).
 /// Returns the number of transfers written.
-pub fn export(data_dir: &Path, format: ExportFormat, out: &mut dyn Write) -> Result<u64, StoreError> {
+pub fn export(
+    data_dir: &Path,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> Result<u64, StoreError> {
     let (db, _) = open_existing(data_dir)?;
-    let txn = db.begin_read().map_err(|e| redb_error("ledger export", e))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| redb_error("ledger export", e))?;
     let table = match txn.open_table(tables::TRANSFERS) {
         Ok(table) => Some(table),
         Err(redb::TableError::TableDoesNotExist(_)) => None,
@@ -136,7 +157,7 @@ pub fn export(data_dir: &Path, format: ExportFormat, out: &mut dyn Write) -> Res
         ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(out);
             writer.write_record(COLUMNS).map_err(export_error)?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
         ExportFormat::Jsonl => Sink::Jsonl(out),
     };
@@ -145,14 +166,18 @@ pub fn export(data_dir: &Path, format: ExportFormat, out: &mut dyn Write) -> Res
         for entry in table.iter().map_err(|e| redb_error("ledger export", e))? {
             let (key, value) = entry.map_err(|e| redb_error("ledger export", e))?;
             let key = key.value();
-            let record: TransferRecord = decode("transfers", &format_args!("{key:032x}"), value.value())?;
-            let transfer = record
-                .into_transfer()
-                .map_err(|detail| StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}")))?;
+            let record: TransferRecord =
+                decode("transfers", &format_args!("{key:032x}"), value.value())?;
+            let transfer = record.into_transfer().map_err(|detail| {
+                StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}"))
+            })?;
             match &mut sink {
-                Sink::Csv(writer) => writer.write_record(csv_row(&transfer)).map_err(export_error)?,
+                Sink::Csv(writer) => writer
+                    .write_record(csv_row(&transfer))
+                    .map_err(export_error)?,
                 Sink::Jsonl(out) => {
-                    serde_json::to_writer(&mut **out, &json_row(&transfer)).map_err(export_error)?;
+                    serde_json::to_writer(&mut **out, &json_row(&transfer))
+                        .map_err(export_error)?;
                     out.write_all(b"\n").map_err(export_error)?;
                 }
             }
@@ -167,7 +192,8 @@ pub fn export(data_dir: &Path, format: ExportFormat, out: &mut dyn Write) -> Res
 }
 
 enum Sink<'a> {
-    Csv(csv::Writer<&'a mut dyn Write>),
+    // Boxed: the CSV writer carries its buffer state inline.
+    Csv(Box<csv::Writer<&'a mut dyn Write>>),
     Jsonl(&'a mut dyn Write),
 }
 
@@ -202,7 +228,10 @@ fn csv_row(transfer: &Transfer) -> [String; 14] {
         transfer.credit.0.to_string(),
         transfer.amount.to_string(),
         transfer.amount.get().to_string(),
-        transfer.charge.map(|charge| format!("{:032x}", charge.0)).unwrap_or_default(),
+        transfer
+            .charge
+            .map(|charge| format!("{:032x}", charge.0))
+            .unwrap_or_default(),
         text(transfer.reference.as_deref()),
         text(memo.map(|m| m.agent_id.as_str())),
         text(memo.map(|m| m.capability.as_str())),

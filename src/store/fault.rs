@@ -27,7 +27,9 @@ pub struct FaultSwitch {
 
 impl fmt::Debug for FaultSwitch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultSwitch").field("armed", &self.is_armed()).finish()
+        f.debug_struct("FaultSwitch")
+            .field("armed", &self.is_armed())
+            .finish()
     }
 }
 
@@ -71,8 +73,14 @@ pub struct FaultyBackend {
 }
 
 impl FaultyBackend {
-    pub fn new(file: File, switch: Option<FaultSwitch>) -> Result<FaultyBackend, redb::DatabaseError> {
-        Ok(FaultyBackend { inner: FileBackend::new(file)?, switch })
+    pub fn new(
+        file: File,
+        switch: Option<FaultSwitch>,
+    ) -> Result<FaultyBackend, redb::DatabaseError> {
+        Ok(FaultyBackend {
+            inner: FileBackend::new(file)?,
+            switch,
+        })
     }
 
     fn check(&self) -> io::Result<()> {
@@ -116,7 +124,11 @@ impl StorageBackend for FaultyBackend {
         self.inner.try_lock_range(start, end)
     }
 
-    fn try_lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
         self.inner.try_lock_shared_range(start, end)
     }
 

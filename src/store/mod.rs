@@ -97,7 +97,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { durability: Durability::Immediate, queue_capacity: 65_536, batch_max: 8_192, fault: None }
+        StoreOptions {
+            durability: Durability::Immediate,
+            queue_capacity: 65_536,
+            batch_max: 8_192,
+            fault: None,
+        }
     }
 }
 
@@ -114,14 +119,19 @@ pub struct Loaded {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
     /// The writer queue is full.
-    Busy { retry_after_s: u64 },
+    Busy {
+        retry_after_s: u64,
+    },
     /// A commit or the disk failed; the write did not happen.
     Degraded(String),
     /// The store is shutting down or shut down.
     Closed,
     Ledger(LedgerError),
     Corrupt(String),
-    NewerFormat { found: u8, supported: u8 },
+    NewerFormat {
+        found: u8,
+        supported: u8,
+    },
     Io(String),
     /// Another process holds the data directory.
     Locked(String),
@@ -131,7 +141,10 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Busy { retry_after_s } => {
-                write!(f, "the store's write queue is full; retry in {retry_after_s} s")
+                write!(
+                    f,
+                    "the store's write queue is full; retry in {retry_after_s} s"
+                )
             }
             StoreError::Degraded(detail) => write!(f, "storage is degraded: {detail}"),
             StoreError::Closed => f.write_str("the store is shut down"),
@@ -160,13 +173,19 @@ impl StoreError {
     /// `SERVICE_DEGRADED` with `Retry-After`; the call was not charged.
     pub fn to_jecp(&self) -> JecpError {
         match self {
-            StoreError::Busy { retry_after_s } => {
-                JecpError::new(ErrorCode::ServiceDegraded, "the hub is at capacity; retry shortly").retry_after(*retry_after_s)
-            }
-            StoreError::Degraded(_) | StoreError::Io(_) | StoreError::Closed | StoreError::Locked(_) => {
-                JecpError::new(ErrorCode::ServiceDegraded, "storage is temporarily unavailable; the call was not charged")
-                    .retry_after(5)
-            }
+            StoreError::Busy { retry_after_s } => JecpError::new(
+                ErrorCode::ServiceDegraded,
+                "the hub is at capacity; retry shortly",
+            )
+            .retry_after(*retry_after_s),
+            StoreError::Degraded(_)
+            | StoreError::Io(_)
+            | StoreError::Closed
+            | StoreError::Locked(_) => JecpError::new(
+                ErrorCode::ServiceDegraded,
+                "storage is temporarily unavailable; the call was not charged",
+            )
+            .retry_after(5),
             StoreError::Corrupt(_) | StoreError::NewerFormat { .. } => {
                 JecpError::new(ErrorCode::InternalError, "the hub's store cannot be read")
             }
@@ -177,25 +196,37 @@ impl StoreError {
 
 fn ledger_error_to_jecp(error: &LedgerError) -> JecpError {
     match error {
-        LedgerError::InsufficientFunds { required, available } => {
-            JecpError::new(ErrorCode::InsufficientBalance, "wallet balance is too low for this call")
-                .detail("required", required.to_json())
-                .detail("available", available.to_json())
-        }
-        LedgerError::FreeCallsExhausted => {
-            JecpError::new(ErrorCode::PaymentRequired, "the free-call allowance is used up")
-        }
+        LedgerError::InsufficientFunds {
+            required,
+            available,
+        } => JecpError::new(
+            ErrorCode::InsufficientBalance,
+            "wallet balance is too low for this call",
+        )
+        .detail("required", required.to_json())
+        .detail("available", available.to_json()),
+        LedgerError::FreeCallsExhausted => JecpError::new(
+            ErrorCode::PaymentRequired,
+            "the free-call allowance is used up",
+        ),
         // The hold vanished with a failed commit: the call was not charged.
-        LedgerError::UnknownHold(_) => {
-            JecpError::new(ErrorCode::ServiceDegraded, "storage was briefly unavailable; the call was not charged")
-                .retry_after(1)
-        }
-        LedgerError::DuplicateReference => JecpError::new(ErrorCode::Conflict, "this credit reference was already used"),
+        LedgerError::UnknownHold(_) => JecpError::new(
+            ErrorCode::ServiceDegraded,
+            "storage was briefly unavailable; the call was not charged",
+        )
+        .retry_after(1),
+        LedgerError::DuplicateReference => JecpError::new(
+            ErrorCode::Conflict,
+            "this credit reference was already used",
+        ),
         LedgerError::UnknownAccount(_)
         | LedgerError::AccountExists(_)
         | LedgerError::NotAWallet(_)
         | LedgerError::ZeroAmount
-        | LedgerError::Overflow => JecpError::new(ErrorCode::InternalError, format!("ledger rejected the operation: {error}")),
+        | LedgerError::Overflow => JecpError::new(
+            ErrorCode::InternalError,
+            format!("ledger rejected the operation: {error}"),
+        ),
     }
 }
 
@@ -203,17 +234,29 @@ fn ledger_error_to_jecp(error: &LedgerError) -> JecpError {
 #[derive(Clone, Debug)]
 pub enum Command {
     /// Register: agent row + wallet account in one commit → `Reply::Done`.
-    OpenWallet { account: AccountId, agent: AgentRecord },
+    OpenWallet {
+        account: AccountId,
+        agent: AgentRecord,
+    },
     /// Rotate / freeze / floor → `Reply::Done` (durable).
     PutAgent(AgentRecord),
     /// → `Reply::Credited(Transfer)`, or `Reply::AlreadyCredited` for a used reference.
-    Credit { wallet: AccountId, amount: Micros, reference: String },
+    Credit {
+        wallet: AccountId,
+        amount: Micros,
+        reference: String,
+    },
     /// → `Reply::Held(HoldId)`; memory only.
     Hold { wallet: AccountId, amount: Micros },
     /// → `Reply::Done`; memory only.
     Void { hold: HoldId },
     /// Durable → `Reply::Posted`; `idempotency` is written in the same transaction.
-    Post { hold: HoldId, provider: AccountId, memo: ChargeMemo, idempotency: Option<IdempotencyRecord> },
+    Post {
+        hold: HoldId,
+        provider: AccountId,
+        memo: ChargeMemo,
+        idempotency: Option<IdempotencyRecord>,
+    },
     /// Durable → `Reply::Posted`; promotions pays.
     ChargeFree {
         wallet: AccountId,
@@ -269,8 +312,14 @@ struct Shared {
 
 type Waiter = tokio::sync::oneshot::Sender<Result<Reply, StoreError>>;
 
+// `Run` is the hot path and `Shutdown` happens once: boxing the command to
+// even the sizes out would cost an allocation per queued command.
+#[allow(clippy::large_enum_variant)]
 enum Job {
-    Run { command: Command, waiter: Option<Waiter> },
+    Run {
+        command: Command,
+        waiter: Option<Waiter>,
+    },
     /// Drain what is queued before it, make a durable commit, stop.
     Shutdown,
 }
@@ -293,7 +342,9 @@ pub struct Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("durability", &self.inner.durability).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
     }
 }
 
@@ -306,7 +357,8 @@ fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Databa
         .truncate(false)
         .open(path)
         .map_err(|error| StoreError::Io(format!("opening {}: {error}", path.display())))?;
-    let backend = FaultyBackend::new(file, fault).map_err(|e| tables::redb_error(&path.display().to_string(), e))?;
+    let backend = FaultyBackend::new(file, fault)
+        .map_err(|e| tables::redb_error(&path.display().to_string(), e))?;
     redb::Database::builder()
         .create_with_backend(backend)
         .map_err(|error| tables::redb_error(&path.display().to_string(), error))
@@ -315,10 +367,17 @@ fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Databa
 /// Creates missing tables and stamps the schema version; refuses newer files.
 fn initialize(db: &redb::Database) -> Result<(), StoreError> {
     let context = "initializing tables";
-    let txn = db.begin_write().map_err(|e| tables::redb_error(context, e))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| tables::redb_error(context, e))?;
     {
-        let mut meta = txn.open_table(tables::META).map_err(|e| tables::redb_error(context, e))?;
-        let version = meta.get(tables::META_SCHEMA_VERSION).map_err(|e| tables::redb_error(context, e))?.map(|v| v.value());
+        let mut meta = txn
+            .open_table(tables::META)
+            .map_err(|e| tables::redb_error(context, e))?;
+        let version = meta
+            .get(tables::META_SCHEMA_VERSION)
+            .map_err(|e| tables::redb_error(context, e))?
+            .map(|v| v.value());
         match version {
             Some(found) if found > tables::SCHEMA_VERSION => {
                 return Err(StoreError::NewerFormat {
@@ -332,21 +391,33 @@ fn initialize(db: &redb::Database) -> Result<(), StoreError> {
                     .map_err(|e| tables::redb_error(context, e))?;
             }
         }
-        txn.open_table(tables::AGENTS).map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::ACCOUNTS).map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::TRANSFERS).map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::IDEMPOTENCY).map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::NONCES).map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::AGENTS)
+            .map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::ACCOUNTS)
+            .map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::TRANSFERS)
+            .map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::IDEMPOTENCY)
+            .map_err(|e| tables::redb_error(context, e))?;
+        txn.open_table(tables::NONCES)
+            .map_err(|e| tables::redb_error(context, e))?;
     }
     txn.commit().map_err(|e| tables::redb_error(context, e))
 }
 
 /// Loads the file and refuses to start on any broken invariant.
 fn load(db: &redb::Database) -> Result<tables::State, StoreError> {
-    let txn = db.begin_read().map_err(|e| tables::redb_error("loading the store", e))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| tables::redb_error("loading the store", e))?;
     let state = tables::read_state(&txn, true)?;
     if !state.violations.is_empty() {
-        let listed: Vec<String> = state.violations.iter().take(20).map(ToString::to_string).collect();
+        let listed: Vec<String> = state
+            .violations
+            .iter()
+            .take(20)
+            .map(ToString::to_string)
+            .collect();
         return Err(StoreError::Corrupt(format!(
             "{} invariant violation(s) in the store (run `jecp-hub ledger verify`): {}",
             state.violations.len(),
@@ -359,8 +430,12 @@ fn load(db: &redb::Database) -> Result<tables::State, StoreError> {
 impl Store {
     /// Opens the store in `data_dir`, loads and verifies it, and spawns the writer thread.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<(Store, Loaded), StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|error| StoreError::Io(format!("creating data directory {}: {error}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Io(format!(
+                "creating data directory {}: {error}",
+                data_dir.display()
+            ))
+        })?;
         let path: PathBuf = data_dir.join(DATABASE_FILE);
         let db = open_database(&path, options.fault.clone())?;
         initialize(&db)?;
@@ -369,7 +444,12 @@ impl Store {
             .ledger
             .accounts()
             .map(|account| account.id.0 + 1)
-            .chain(state.agents.iter().map(|agent| agent.wallet_account.saturating_add(1)))
+            .chain(
+                state
+                    .agents
+                    .iter()
+                    .map(|agent| agent.wallet_account.saturating_add(1)),
+            )
             .fold(AccountId::FIRST_WALLET, u64::max);
         tracing::info!(
             path = %path.display(),
@@ -379,7 +459,12 @@ impl Store {
             durability = options.durability.as_str(),
             "store loaded"
         );
-        let loaded = Loaded { agents: state.agents, idempotency: state.idempotency, nonces: state.nonces, next_wallet_account };
+        let loaded = Loaded {
+            agents: state.agents,
+            idempotency: state.idempotency,
+            nonces: state.nonces,
+            next_wallet_account,
+        };
 
         let queue_capacity = options.queue_capacity.max(1);
         let (sender, receiver) = mpsc::sync_channel(queue_capacity);
@@ -452,7 +537,11 @@ impl Store {
 
     /// Runs `f` under a short read lock of the in-memory ledger.
     pub fn read_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
-        let ledger = self.inner.ledger.read().unwrap_or_else(PoisonError::into_inner);
+        let ledger = self
+            .inner
+            .ledger
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&ledger)
     }
 
@@ -464,7 +553,11 @@ impl Store {
         let shared = &self.inner.shared;
         StoreHealth {
             ok: shared.healthy.load(Ordering::Acquire),
-            last_error: shared.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            last_error: shared
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             queue_depth: shared.queue_depth.load(Ordering::Acquire),
             queue_capacity: self.inner.queue_capacity,
             commits: shared.commits.load(Ordering::Acquire),
@@ -488,9 +581,14 @@ impl Store {
             let sender = self.inner.sender.clone();
             // A blocking send: the queue may be full, and the shutdown marker
             // must land behind everything already accepted.
-            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown)).await;
+            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown).is_ok()).await;
         }
-        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

@@ -14,7 +14,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::StoreError;
 use crate::ledger::{
-    Account, AccountId, AccountKind, ChargeId, ChargeMemo, ChargeMethod, Transfer, TransferId, TransferKind,
+    Account, AccountId, AccountKind, ChargeId, ChargeMemo, ChargeMethod, Transfer, TransferId,
+    TransferKind,
 };
 use crate::money::Micros;
 
@@ -84,8 +85,10 @@ impl From<&Transfer> for TransferRecord {
 impl TransferRecord {
     /// Back to a ledger transfer; `None` names the first field out of range.
     pub fn into_transfer(self) -> Result<Transfer, String> {
-        let amount = Micros::new(self.amount).ok_or_else(|| format!("amount {} out of range", self.amount))?;
-        let kind = TransferKind::from_u8(self.kind).ok_or_else(|| format!("unknown transfer kind {}", self.kind))?;
+        let amount = Micros::new(self.amount)
+            .ok_or_else(|| format!("amount {} out of range", self.amount))?;
+        let kind = TransferKind::from_u8(self.kind)
+            .ok_or_else(|| format!("unknown transfer kind {}", self.kind))?;
         let memo = match self.memo {
             None => None,
             Some(memo) => Some(ChargeMemo {
@@ -133,7 +136,13 @@ impl AccountRecord {
 /// `[FORMAT_VERSION] ++ rkyv archive`.
 pub fn encode<T>(value: &T) -> Result<Vec<u8>, StoreError>
 where
-    T: for<'a> Serialize<rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>>,
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
 {
     let archive = rkyv::to_bytes::<rancor::Error>(value)
         .map_err(|error| StoreError::Corrupt(format!("cannot archive a record: {error}")))?;
@@ -152,11 +161,16 @@ where
         + Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
 {
     let Some((&version, archive)) = bytes.split_first() else {
-        return Err(StoreError::Corrupt(format!("table `{table}` key {key}: empty value (no format-version byte)")));
+        return Err(StoreError::Corrupt(format!(
+            "table `{table}` key {key}: empty value (no format-version byte)"
+        )));
     };
     if version > FORMAT_VERSION {
         tracing::error!(table, key = %key, found = version, supported = FORMAT_VERSION, "record written by a newer jecp-hub");
-        return Err(StoreError::NewerFormat { found: version, supported: FORMAT_VERSION });
+        return Err(StoreError::NewerFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     if version != FORMAT_VERSION {
         return Err(StoreError::Corrupt(format!(
@@ -165,8 +179,11 @@ where
     }
     let mut aligned = AlignedVec::<ALIGNMENT>::with_capacity(archive.len());
     aligned.extend_from_slice(archive);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned)
-        .map_err(|error| StoreError::Corrupt(format!("table `{table}` key {key}: invalid archive: {error}")))
+    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "table `{table}` key {key}: invalid archive: {error}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -175,23 +192,42 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_bad_bytes() {
-        let record = AccountRecord { id: 1_000, kind: 6, credits_posted: 5, debits_posted: 2, charges_posted: 1, free_calls_used: 0 };
+        let record = AccountRecord {
+            id: 1_000,
+            kind: 6,
+            credits_posted: 5,
+            debits_posted: 2,
+            charges_posted: 1,
+            free_calls_used: 0,
+        };
         let bytes = encode(&record).unwrap();
         assert_eq!(bytes[0], FORMAT_VERSION);
         // Decoding from an odd offset proves the aligned copy.
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&bytes);
-        assert_eq!(decode::<AccountRecord>("accounts", &1_000, &shifted[1..]).unwrap(), record);
+        assert_eq!(
+            decode::<AccountRecord>("accounts", &1_000, &shifted[1..]).unwrap(),
+            record
+        );
 
         let mut newer = bytes.clone();
         newer[0] = FORMAT_VERSION + 1;
         assert!(matches!(
             decode::<AccountRecord>("accounts", &1_000, &newer),
-            Err(StoreError::NewerFormat { found: 2, supported: 1 })
+            Err(StoreError::NewerFormat {
+                found: 2,
+                supported: 1
+            })
         ));
         let truncated = &bytes[..bytes.len() - 3];
         let error = decode::<AccountRecord>("accounts", &1_000, truncated).unwrap_err();
-        assert!(matches!(&error, StoreError::Corrupt(message) if message.contains("table `accounts` key 1000")), "{error}");
-        assert!(matches!(decode::<AccountRecord>("accounts", &1_000, &[]), Err(StoreError::Corrupt(_))));
+        assert!(
+            matches!(&error, StoreError::Corrupt(message) if message.contains("table `accounts` key 1000")),
+            "{error}"
+        );
+        assert!(matches!(
+            decode::<AccountRecord>("accounts", &1_000, &[]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

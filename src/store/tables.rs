@@ -84,13 +84,20 @@ fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     match txn.open_table(definition) {
         Ok(table) => Ok(Some(table)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(error) => Err(redb_error(&format!("opening table `{}`", definition.name()), error)),
+        Err(error) => Err(redb_error(
+            &format!("opening table `{}`", definition.name()),
+            error,
+        )),
     }
 }
 
 pub fn read_commit_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
-    let Some(meta) = open_table(txn, META)? else { return Ok(0) };
-    let value = meta.get(META_COMMIT_SEQ).map_err(|e| redb_error("reading meta", e))?;
+    let Some(meta) = open_table(txn, META)? else {
+        return Ok(0);
+    };
+    let value = meta
+        .get(META_COMMIT_SEQ)
+        .map_err(|e| redb_error("reading meta", e))?;
     Ok(value.map(|guard| guard.value()).unwrap_or(0))
 }
 
@@ -99,11 +106,17 @@ pub fn read_commit_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
 /// idempotency records and nonces (the admin tools skip them).
 pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, StoreError> {
     if let Some(meta) = open_table(txn, META)? {
-        let version = meta.get(META_SCHEMA_VERSION).map_err(|e| redb_error("reading meta", e))?;
+        let version = meta
+            .get(META_SCHEMA_VERSION)
+            .map_err(|e| redb_error("reading meta", e))?;
         if let Some(version) = version.map(|guard| guard.value())
             && version > SCHEMA_VERSION
         {
-            tracing::error!(found = version, supported = SCHEMA_VERSION, "store schema written by a newer jecp-hub");
+            tracing::error!(
+                found = version,
+                supported = SCHEMA_VERSION,
+                "store schema written by a newer jecp-hub"
+            );
             return Err(StoreError::NewerFormat {
                 found: u8::try_from(version).unwrap_or(u8::MAX),
                 supported: SCHEMA_VERSION as u8,
@@ -117,21 +130,36 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     // Account rows: kinds and counters now, balances to compare later.
     let mut stored_balances: BTreeMap<AccountId, (Micros, Micros)> = BTreeMap::new();
     if let Some(accounts) = open_table(txn, ACCOUNTS)? {
-        for entry in accounts.iter().map_err(|e| redb_error("reading accounts", e))? {
+        for entry in accounts
+            .iter()
+            .map_err(|e| redb_error("reading accounts", e))?
+        {
             let (key, value) = entry.map_err(|e| redb_error("reading accounts", e))?;
             let key = key.value();
             let record: AccountRecord = decode("accounts", &key, value.value())?;
-            let kind = record.kind().map_err(|detail| StoreError::Corrupt(format!("table `accounts` key {key}: {detail}")))?;
+            let kind = record.kind().map_err(|detail| {
+                StoreError::Corrupt(format!("table `accounts` key {key}: {detail}"))
+            })?;
             if record.id != key {
-                return Err(StoreError::Corrupt(format!("table `accounts` key {key}: row holds account {}", record.id)));
+                return Err(StoreError::Corrupt(format!(
+                    "table `accounts` key {key}: row holds account {}",
+                    record.id
+                )));
             }
             let balances = (
-                Micros::new(record.credits_posted)
-                    .ok_or_else(|| StoreError::Corrupt(format!("table `accounts` key {key}: credits out of range")))?,
-                Micros::new(record.debits_posted)
-                    .ok_or_else(|| StoreError::Corrupt(format!("table `accounts` key {key}: debits out of range")))?,
+                Micros::new(record.credits_posted).ok_or_else(|| {
+                    StoreError::Corrupt(format!("table `accounts` key {key}: credits out of range"))
+                })?,
+                Micros::new(record.debits_posted).ok_or_else(|| {
+                    StoreError::Corrupt(format!("table `accounts` key {key}: debits out of range"))
+                })?,
             );
-            ledger.restore_account(AccountId(key), kind, record.charges_posted, record.free_calls_used);
+            ledger.restore_account(
+                AccountId(key),
+                kind,
+                record.charges_posted,
+                record.free_calls_used,
+            );
             stored_balances.insert(AccountId(key), balances);
         }
     }
@@ -142,28 +170,43 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     let mut transfer_count = 0u64;
     if let Some(transfers) = open_table(txn, TRANSFERS)? {
         let mut group: Vec<Transfer> = Vec::with_capacity(3);
-        for entry in transfers.iter().map_err(|e| redb_error("reading transfers", e))? {
+        for entry in transfers
+            .iter()
+            .map_err(|e| redb_error("reading transfers", e))?
+        {
             let (key, value) = entry.map_err(|e| redb_error("reading transfers", e))?;
             let key = key.value();
-            let record: TransferRecord = decode("transfers", &format_args!("{key:032x}"), value.value())?;
-            let transfer = record
-                .into_transfer()
-                .map_err(|detail| StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}")))?;
+            let record: TransferRecord =
+                decode("transfers", &format_args!("{key:032x}"), value.value())?;
+            let transfer = record.into_transfer().map_err(|detail| {
+                StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}"))
+            })?;
             if transfer.id.0 != key {
-                return Err(StoreError::Corrupt(format!("table `transfers` key {key:032x}: row holds transfer {:032x}", transfer.id.0)));
+                return Err(StoreError::Corrupt(format!(
+                    "table `transfers` key {key:032x}: row holds transfer {:032x}",
+                    transfer.id.0
+                )));
             }
             transfer_count += 1;
             match ledger.replay_transfer(&transfer) {
                 Ok(()) => {}
                 Err(LedgerError::UnknownAccount(account)) => {
-                    violations.push(Violation::UnknownAccount { transfer: key, account });
+                    violations.push(Violation::UnknownAccount {
+                        transfer: key,
+                        account,
+                    });
                     continue;
                 }
                 Err(error) => {
-                    return Err(StoreError::Corrupt(format!("table `transfers` key {key:032x}: cannot replay: {error}")));
+                    return Err(StoreError::Corrupt(format!(
+                        "table `transfers` key {key:032x}: cannot replay: {error}"
+                    )));
                 }
             }
-            if group.first().is_some_and(|first| first.charge != transfer.charge || transfer.charge.is_none()) {
+            if group
+                .first()
+                .is_some_and(|first| first.charge != transfer.charge || transfer.charge.is_none())
+            {
                 violations.extend(verify_transfers(&group));
                 group.clear();
             }
@@ -175,13 +218,21 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     let mut account_count = 0u64;
     for account in ledger.accounts() {
         account_count += 1;
-        let (stored_credits, stored_debits) = stored_balances.get(&account.id).copied().unwrap_or_default();
+        let (stored_credits, stored_debits) = stored_balances
+            .get(&account.id)
+            .copied()
+            .unwrap_or_default();
         for (field, stored, recomputed) in [
             ("credits_posted", stored_credits, account.credits_posted),
             ("debits_posted", stored_debits, account.debits_posted),
         ] {
             if stored != recomputed {
-                violations.push(Violation::BalanceMismatch { account: account.id, field, stored, recomputed });
+                violations.push(Violation::BalanceMismatch {
+                    account: account.id,
+                    field,
+                    stored,
+                    recomputed,
+                });
             }
         }
     }
@@ -206,15 +257,24 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     Ok(state)
 }
 
-fn read_all<T>(txn: &ReadTransaction, definition: TableDefinition<&str, &[u8]>, name: &str) -> Result<Vec<T>, StoreError>
+fn read_all<T>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<&str, &[u8]>,
+    name: &str,
+) -> Result<Vec<T>, StoreError>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
 {
-    let Some(table) = open_table(txn, definition)? else { return Ok(Vec::new()) };
+    let Some(table) = open_table(txn, definition)? else {
+        return Ok(Vec::new());
+    };
     let mut records = Vec::new();
-    for entry in table.iter().map_err(|e| redb_error(&format!("reading {name}"), e))? {
+    for entry in table
+        .iter()
+        .map_err(|e| redb_error(&format!("reading {name}"), e))?
+    {
         let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
         // Keys hold a NUL separator; show it escaped in messages.
         let shown = key.value().escape_debug().to_string();

@@ -45,7 +45,10 @@ pub(super) struct Writer {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn reply(waiter: Option<Waiter>, result: Result<Reply, StoreError>) {
@@ -74,7 +77,17 @@ impl Writer {
         batch_max: usize,
         commit_seq: u64,
     ) -> Writer {
-        Writer { db: Some(db), path, fault, ledger, shared, durability, batch_max, commit_seq, unsynced_since: None }
+        Writer {
+            db: Some(db),
+            path,
+            fault,
+            ledger,
+            shared,
+            durability,
+            batch_max,
+            commit_seq,
+            unsynced_since: None,
+        }
     }
 
     pub(super) fn run(mut self, receiver: Receiver<Job>) {
@@ -82,7 +95,9 @@ impl Writer {
         loop {
             let first = match self.fsync_deadline() {
                 None => receiver.recv().ok(),
-                Some(deadline) => match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Some(deadline) => match receiver
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
                     Ok(job) => Some(job),
                     Err(RecvTimeoutError::Timeout) => {
                         self.sync();
@@ -105,7 +120,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.shared.queue_depth.fetch_sub(batch.len(), Ordering::AcqRel);
+            self.shared
+                .queue_depth
+                .fetch_sub(batch.len(), Ordering::AcqRel);
             if !batch.is_empty() {
                 self.process(&mut batch);
             }
@@ -163,7 +180,9 @@ impl Writer {
                 }
             }
             let needs_commit = !effects.is_empty()
-                || pending.iter().any(|p| matches!(p.result, Ok(Reply::Posted(_) | Reply::Credited(_))));
+                || pending
+                    .iter()
+                    .any(|p| matches!(p.result, Ok(Reply::Posted(_) | Reply::Credited(_))));
             if !needs_commit {
                 ledger.commit_batch();
                 drop(ledger);
@@ -201,8 +220,16 @@ impl Writer {
     }
 
     /// Writes one batch in one transaction and commits it.
-    fn commit(&mut self, rows: &[AccountRecord], pending: &[Pending], effects: &[Effect]) -> Result<(), StoreError> {
-        let db = self.db.as_ref().ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
+    fn commit(
+        &mut self,
+        rows: &[AccountRecord],
+        pending: &[Pending],
+        effects: &[Effect],
+    ) -> Result<(), StoreError> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
         let context = "committing a batch";
         let durable = match self.durability {
             Durability::Immediate => true,
@@ -211,17 +238,29 @@ impl Writer {
                 .is_some_and(|since| since.elapsed() >= Duration::from_millis(fsync_interval_ms)),
         };
         let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
-        txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })
-            .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
+        txn.set_durability(if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        })
+        .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
         {
-            let mut accounts = txn.open_table(tables::ACCOUNTS).map_err(|e| redb_error(context, e))?;
+            let mut accounts = txn
+                .open_table(tables::ACCOUNTS)
+                .map_err(|e| redb_error(context, e))?;
             for row in rows {
-                accounts.insert(row.id, encode(row)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                accounts
+                    .insert(row.id, encode(row)?.as_slice())
+                    .map_err(|e| redb_error(context, e))?;
             }
-            let mut transfers = txn.open_table(tables::TRANSFERS).map_err(|e| redb_error(context, e))?;
+            let mut transfers = txn
+                .open_table(tables::TRANSFERS)
+                .map_err(|e| redb_error(context, e))?;
             let mut write_transfer = |transfer: &Transfer| -> Result<(), StoreError> {
                 let bytes = encode(&TransferRecord::from(transfer))?;
-                transfers.insert(transfer.id.0, bytes.as_slice()).map_err(|e| redb_error(context, e))?;
+                transfers
+                    .insert(transfer.id.0, bytes.as_slice())
+                    .map_err(|e| redb_error(context, e))?;
                 Ok(())
             };
             for entry in pending {
@@ -235,42 +274,65 @@ impl Writer {
                     _ => {}
                 }
             }
-            let mut agents = txn.open_table(tables::AGENTS).map_err(|e| redb_error(context, e))?;
-            let mut idempotency = txn.open_table(tables::IDEMPOTENCY).map_err(|e| redb_error(context, e))?;
-            let mut nonces = txn.open_table(tables::NONCES).map_err(|e| redb_error(context, e))?;
+            let mut agents = txn
+                .open_table(tables::AGENTS)
+                .map_err(|e| redb_error(context, e))?;
+            let mut idempotency = txn
+                .open_table(tables::IDEMPOTENCY)
+                .map_err(|e| redb_error(context, e))?;
+            let mut nonces = txn
+                .open_table(tables::NONCES)
+                .map_err(|e| redb_error(context, e))?;
             for effect in effects {
                 match effect {
                     Effect::Agent(agent) => {
-                        agents.insert(agent.agent_id.as_str(), encode(agent)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                        agents
+                            .insert(agent.agent_id.as_str(), encode(agent)?.as_slice())
+                            .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Idempotency(record) => {
                         let key = tables::idempotency_key(&record.agent_id, &record.request_key);
-                        idempotency.insert(key.as_str(), encode(record)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                        idempotency
+                            .insert(key.as_str(), encode(record)?.as_slice())
+                            .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Nonce(record) => {
                         let key = tables::nonce_key(&record.agent_id, &record.nonce);
-                        nonces.insert(key.as_str(), encode(record)?.as_slice()).map_err(|e| redb_error(context, e))?;
+                        nonces
+                            .insert(key.as_str(), encode(record)?.as_slice())
+                            .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Sweep { now_s } => {
                         let now_s = *now_s;
                         // Unreadable rows are kept: deleting is never the way to handle them.
                         idempotency
                             .retain(|key, value| {
-                                super::records::decode::<IdempotencyRecord>("idempotency", &key.escape_debug(), value)
-                                    .map_or(true, |record| record.expires_at_s > now_s)
+                                super::records::decode::<IdempotencyRecord>(
+                                    "idempotency",
+                                    &key.escape_debug(),
+                                    value,
+                                )
+                                .map_or(true, |record| record.expires_at_s > now_s)
                             })
                             .map_err(|e| redb_error(context, e))?;
                         nonces
                             .retain(|key, value| {
-                                super::records::decode::<NonceRecord>("nonces", &key.escape_debug(), value)
-                                    .map_or(true, |record| record.expires_at_s > now_s)
+                                super::records::decode::<NonceRecord>(
+                                    "nonces",
+                                    &key.escape_debug(),
+                                    value,
+                                )
+                                .map_or(true, |record| record.expires_at_s > now_s)
                             })
                             .map_err(|e| redb_error(context, e))?;
                     }
                 }
             }
-            let mut meta = txn.open_table(tables::META).map_err(|e| redb_error(context, e))?;
-            meta.insert(tables::META_COMMIT_SEQ, self.commit_seq + 1).map_err(|e| redb_error(context, e))?;
+            let mut meta = txn
+                .open_table(tables::META)
+                .map_err(|e| redb_error(context, e))?;
+            meta.insert(tables::META_COMMIT_SEQ, self.commit_seq + 1)
+                .map_err(|e| redb_error(context, e))?;
         }
         txn.commit().map_err(|e| redb_error(context, e))?;
         self.commit_seq += 1;
@@ -285,14 +347,21 @@ impl Writer {
     /// Batched mode: makes every earlier non-durable commit durable.
     fn sync(&mut self) {
         let result = (|| -> Result<(), StoreError> {
-            let db = self.db.as_ref().ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
+            let db = self
+                .db
+                .as_ref()
+                .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
             let context = "fsync commit";
             let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
-            txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
             {
                 // Rewriting the sequence gives the commit something to persist.
-                let mut meta = txn.open_table(tables::META).map_err(|e| redb_error(context, e))?;
-                meta.insert(tables::META_COMMIT_SEQ, self.commit_seq).map_err(|e| redb_error(context, e))?;
+                let mut meta = txn
+                    .open_table(tables::META)
+                    .map_err(|e| redb_error(context, e))?;
+                meta.insert(tables::META_COMMIT_SEQ, self.commit_seq)
+                    .map_err(|e| redb_error(context, e))?;
             }
             txn.commit().map_err(|e| redb_error(context, e))
         })();
@@ -311,15 +380,26 @@ impl Writer {
     fn record_success(&self) {
         self.shared.commits.fetch_add(1, Ordering::AcqRel);
         self.shared.healthy.store(true, Ordering::Release);
-        *self.shared.last_commit.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        *self
+            .shared
+            .last_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// After a failed commit: reopen the file and make memory equal to it.
     fn recover(&mut self, message: &str) {
-        tracing::error!(error = message, "store commit failed; failing the batch and reopening the database");
+        tracing::error!(
+            error = message,
+            "store commit failed; failing the batch and reopening the database"
+        );
         self.shared.failed_commits.fetch_add(1, Ordering::AcqRel);
         self.shared.healthy.store(false, Ordering::Release);
-        *self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
+        *self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
         // redb refuses every operation after an I/O error until reopened.
         self.db = None;
         if self.ensure_database(true).is_err() {
@@ -340,7 +420,9 @@ impl Writer {
         }
         let reopened = (|| -> Result<(Database, u64), StoreError> {
             let db = super::open_database(&self.path, self.fault.clone())?;
-            let txn = db.begin_read().map_err(|e| redb_error("reading the reopened store", e))?;
+            let txn = db
+                .begin_read()
+                .map_err(|e| redb_error("reading the reopened store", e))?;
             let disk_seq = tables::read_commit_seq(&txn)?;
             drop(txn);
             Ok((db, disk_seq))
@@ -350,7 +432,11 @@ impl Writer {
             Err(error) => {
                 let message = format!("cannot reopen the store: {error}");
                 tracing::error!(error = %message, "store unavailable");
-                *self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
+                *self
+                    .shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
                 return Err(message);
             }
         };
@@ -364,10 +450,16 @@ impl Writer {
             // No-op outside a batch: memory already equals the last commit.
             ledger.rollback_batch();
         } else {
-            let state = db.begin_read().map_err(|e| redb_error("reloading the store", e)).and_then(|txn| tables::read_state(&txn, false));
+            let state = db
+                .begin_read()
+                .map_err(|e| redb_error("reloading the store", e))
+                .and_then(|txn| tables::read_state(&txn, false));
             match state {
                 Ok(state) => {
-                    tracing::warn!(lost_commits = self.commit_seq.saturating_sub(disk_seq), "reloaded the ledger from the store after losing unsynced commits");
+                    tracing::warn!(
+                        lost_commits = self.commit_seq.saturating_sub(disk_seq),
+                        "reloaded the ledger from the store after losing unsynced commits"
+                    );
                     *ledger = state.ledger;
                     self.commit_seq = disk_seq;
                 }
@@ -403,10 +495,16 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             effects.push(Effect::Agent(agent));
             Applied::AfterCommit(Ok(Reply::Done))
         }
-        Command::Credit { wallet, amount, reference } => match ledger.credit(wallet, amount, &reference, now_ms) {
+        Command::Credit {
+            wallet,
+            amount,
+            reference,
+        } => match ledger.credit(wallet, amount, &reference, now_ms) {
             Ok(transfer) => Applied::AfterCommit(Ok(Reply::Credited(transfer))),
             // The first credit may be in this very batch: answer after the commit.
-            Err(LedgerError::DuplicateReference) => Applied::AfterCommit(Ok(Reply::AlreadyCredited)),
+            Err(LedgerError::DuplicateReference) => {
+                Applied::AfterCommit(Ok(Reply::AlreadyCredited))
+            }
             Err(error) => refused(error),
         },
         Command::Hold { wallet, amount } => match ledger.hold(wallet, amount) {
@@ -417,22 +515,32 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             Ok(()) => Applied::Now(Ok(Reply::Done)),
             Err(error) => refused(error),
         },
-        Command::Post { hold, provider, memo, idempotency } => match ledger.post(hold, provider, memo, now_ms) {
+        Command::Post {
+            hold,
+            provider,
+            memo,
+            idempotency,
+        } => match ledger.post(hold, provider, memo, now_ms) {
             Ok(posted) => {
                 effects.extend(idempotency.map(Effect::Idempotency));
                 Applied::AfterCommit(Ok(Reply::Posted(posted)))
             }
             Err(error) => refused(error),
         },
-        Command::ChargeFree { wallet, cost, provider, free_allowance, memo, idempotency } => {
-            match ledger.charge_free(wallet, cost, provider, free_allowance, memo, now_ms) {
-                Ok(posted) => {
-                    effects.extend(idempotency.map(Effect::Idempotency));
-                    Applied::AfterCommit(Ok(Reply::Posted(posted)))
-                }
-                Err(error) => refused(error),
+        Command::ChargeFree {
+            wallet,
+            cost,
+            provider,
+            free_allowance,
+            memo,
+            idempotency,
+        } => match ledger.charge_free(wallet, cost, provider, free_allowance, memo, now_ms) {
+            Ok(posted) => {
+                effects.extend(idempotency.map(Effect::Idempotency));
+                Applied::AfterCommit(Ok(Reply::Posted(posted)))
             }
-        }
+            Err(error) => refused(error),
+        },
         Command::PutNonce(record) => {
             effects.push(Effect::Nonce(record));
             Applied::AfterCommit(Ok(Reply::Done))

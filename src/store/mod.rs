@@ -238,6 +238,8 @@ pub enum Command {
         account: AccountId,
         agent: AgentRecord,
     },
+    /// Opens a provider payable account (catalog registration) → `Reply::Done` (durable).
+    OpenProvider { account: AccountId },
     /// Rotate / freeze / floor → `Reply::Done` (durable).
     PutAgent(AgentRecord),
     /// → `Reply::Credited(Transfer)`, or `Reply::AlreadyCredited` for a used reference.

@@ -491,6 +491,11 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             }
             Err(error) => refused(error),
         },
+        // The account row written with the batch is the durable effect.
+        Command::OpenProvider { account } => match ledger.open_provider(account) {
+            Ok(()) => Applied::AfterCommit(Ok(Reply::Done)),
+            Err(error) => refused(error),
+        },
         Command::PutAgent(agent) => {
             effects.push(Effect::Agent(agent));
             Applied::AfterCommit(Ok(Reply::Done))

@@ -379,19 +379,45 @@ async fn a_provider_account_opened_through_the_store_survives_a_restart() {
     let provider = AccountId(700);
     let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     register_and_fund(&store, 1).await;
-    assert_eq!(store.execute(Command::OpenProvider { account: provider }).await, Ok(Reply::Done));
     assert_eq!(
-        store.execute(Command::OpenProvider { account: provider }).await,
+        store
+            .execute(Command::OpenProvider { account: provider })
+            .await,
+        Ok(Reply::Done)
+    );
+    assert_eq!(
+        store
+            .execute(Command::OpenProvider { account: provider })
+            .await,
         Err(StoreError::Ledger(LedgerError::AccountExists(provider)))
     );
-    let Ok(Reply::Held(hold)) = store.execute(Command::Hold { wallet: WALLET, amount: Micros::new(1_000).unwrap() }).await else {
+    let Ok(Reply::Held(hold)) = store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::new(1_000).unwrap(),
+        })
+        .await
+    else {
         panic!("hold refused")
     };
-    let posted = store.execute(Command::Post { hold, provider, memo: memo("p", ChargeMethod::Wallet), idempotency: None }).await;
-    assert!(matches!(posted, Ok(Reply::Posted(ref p)) if p.provider_share.get() == 850), "{posted:?}");
+    let posted = store
+        .execute(Command::Post {
+            hold,
+            provider,
+            memo: memo("p", ChargeMethod::Wallet),
+            idempotency: None,
+        })
+        .await;
+    assert!(
+        matches!(posted, Ok(Reply::Posted(ref p)) if p.provider_share.get() == 850),
+        "{posted:?}"
+    );
     store.shutdown().await;
     let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let account = store.read_ledger(|l| l.account(provider).cloned()).unwrap();
-    assert_eq!((account.kind, account.credits_posted.get()), (AccountKind::Provider, 850));
+    assert_eq!(
+        (account.kind, account.credits_posted.get()),
+        (AccountKind::Provider, 850)
+    );
     store.shutdown().await;
 }

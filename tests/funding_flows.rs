@@ -33,7 +33,9 @@ async fn fake_stripe() -> FakeStripe {
     let recorded = requests.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let recorded = recorded.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -46,10 +48,16 @@ async fn fake_stripe() -> FakeStripe {
                             .map(|value| value.to_str().unwrap().to_owned())
                             .unwrap_or_default();
                         let body = request.into_body().collect().await.unwrap().to_bytes();
-                        recorded.lock().unwrap().push((path, auth, String::from_utf8_lossy(&body).into_owned()));
+                        recorded.lock().unwrap().push((
+                            path,
+                            auth,
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
                         let reply = json!({"id": "cs_test_42", "object": "checkout.session",
                                            "url": "https://checkout.stripe.com/c/pay/cs_test_42"});
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(reply.to_string()))))
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(reply.to_string()),
+                        )))
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -78,7 +86,11 @@ async fn funded_hub(stripe: Option<&FakeStripe>) -> TestHub {
 }
 
 fn agent_headers(agent: &(String, String)) -> Vec<(&str, &str)> {
-    vec![("content-type", "application/json"), ("x-agent-id", agent.0.as_str()), ("x-api-key", agent.1.as_str())]
+    vec![
+        ("content-type", "application/json"),
+        ("x-agent-id", agent.0.as_str()),
+        ("x-api-key", agent.1.as_str()),
+    ]
 }
 
 fn stripe_signature(body: &str, timestamp: i64, secret: &str) -> String {
@@ -100,7 +112,15 @@ fn checkout_completed(event_id: &str, session_id: &str, agent_id: &str, cents: u
 }
 
 async fn deliver(hub: &TestHub, body: &str, signature: &str) -> common::Response {
-    hub.post("/api/stripe/webhook", &[("content-type", "application/json"), ("stripe-signature", signature)], body).await
+    hub.post(
+        "/api/stripe/webhook",
+        &[
+            ("content-type", "application/json"),
+            ("stripe-signature", signature),
+        ],
+        body,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -110,17 +130,50 @@ async fn operator_credits_once_per_reference_and_the_agent_sees_it() {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let path = format!("/v1/operator/agents/{}/credit", agent.0);
     let body = json!({"amount_usdc": "12.5", "reference": "invoice-001"}).to_string();
-    let first = hub.post(&path, &[("authorization", &bearer), ("content-type", "application/json")], &body).await;
-    assert_eq!(first.status, 201, "{}", String::from_utf8_lossy(&first.body));
+    let first = hub
+        .post(
+            &path,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .await;
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     assert_eq!(first.json()["credited"], true);
     assert_eq!(first.json()["balance_usdc"], json!(12.5));
-    let again = hub.post(&path, &[("authorization", &bearer), ("content-type", "application/json")], &body).await;
+    let again = hub
+        .post(
+            &path,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.json()["credited"], false, "the same reference credits once");
+    assert_eq!(
+        again.json()["credited"],
+        false,
+        "the same reference credits once"
+    );
     assert_eq!(again.json()["balance_usdc"], json!(12.5));
 
     // Wrong or missing token.
-    let denied = hub.post(&path, &[("authorization", "Bearer wrong-token-wrong-token")], &body).await;
+    let denied = hub
+        .post(
+            &path,
+            &[("authorization", "Bearer wrong-token-wrong-token")],
+            &body,
+        )
+        .await;
     assert_eq!(denied.status, 401);
     assert_eq!(denied.json()["error"]["code"], "OPERATOR_AUTH_FAILED");
     assert_eq!(hub.post(&path, &[], &body).await.status, 401);
@@ -129,10 +182,19 @@ async fn operator_credits_once_per_reference_and_the_agent_sees_it() {
     for amount in [json!("-1"), json!("0"), json!("0.0000001"), json!("abc")] {
         let bad = json!({"amount_usdc": amount, "reference": "bad"}).to_string();
         let response = hub.post(&path, &[("authorization", &bearer)], &bad).await;
-        assert_eq!(response.status, 400, "{amount}: {}", String::from_utf8_lossy(&response.body));
+        assert_eq!(
+            response.status,
+            400,
+            "{amount}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
     }
     let unknown = hub
-        .post("/v1/operator/agents/hub_ag_nobody/credit", &[("authorization", &bearer)], &body)
+        .post(
+            "/v1/operator/agents/hub_ag_nobody/credit",
+            &[("authorization", &bearer)],
+            &body,
+        )
         .await;
     assert_eq!(unknown.status, 404);
 
@@ -146,17 +208,29 @@ async fn operator_credits_once_per_reference_and_the_agent_sees_it() {
     assert_eq!(me["rate_limit_rpm"], 10);
 
     // Spend some, then read the history: newest first, charge then credit.
-    let paid = hub.invoke(&agent, "spend-0001", "utility", "echo", json!({"x": 1})).await;
+    let paid = hub
+        .invoke(&agent, "spend-0001", "utility", "echo", json!({"x": 1}))
+        .await;
     assert_eq!(paid.status, 200);
-    let history = hub.get("/v1/agents/me/transactions", &agent_headers(&agent)).await;
-    assert_eq!(history.status, 200, "{}", String::from_utf8_lossy(&history.body));
+    let history = hub
+        .get("/v1/agents/me/transactions", &agent_headers(&agent))
+        .await;
+    assert_eq!(
+        history.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&history.body)
+    );
     let history = history.json();
     let entries = history["transactions"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["type"], "charge");
     assert_eq!(entries[0]["capability"], "hub/utility");
     assert_eq!(entries[0]["amount_usdc"], json!(0.001));
-    assert_eq!(entries[0]["transaction_id"], paid.json()["billing"]["transaction_id"]);
+    assert_eq!(
+        entries[0]["transaction_id"],
+        paid.json()["billing"]["transaction_id"]
+    );
     assert_eq!(entries[1]["type"], "credit");
     assert_eq!(entries[1]["source"], "operator");
     assert_eq!(entries[1]["amount_usdc"], json!(12.5));
@@ -172,10 +246,23 @@ async fn history_pages_with_a_cursor() {
     for index in 0..5 {
         let body = json!({"amount_usdc": "1", "reference": format!("ref-{index}")}).to_string();
         let path = format!("/v1/operator/agents/{}/credit", agent.0);
-        assert_eq!(hub.post(&path, &[("authorization", &bearer)], &body).await.status, 201);
+        assert_eq!(
+            hub.post(&path, &[("authorization", &bearer)], &body)
+                .await
+                .status,
+            201
+        );
     }
     for index in 0..3 {
-        let response = hub.invoke(&agent, &format!("page-{index:04}"), "utility", "echo", json!({})).await;
+        let response = hub
+            .invoke(
+                &agent,
+                &format!("page-{index:04}"),
+                "utility",
+                "echo",
+                json!({}),
+            )
+            .await;
         assert_eq!(response.status, 200);
     }
     let mut seen = Vec::new();
@@ -196,8 +283,18 @@ async fn history_pages_with_a_cursor() {
         cursor = Some(page["next_cursor"].as_str().unwrap().to_owned());
         assert!(seen.len() <= 8, "paging must end");
     }
-    assert_eq!(seen, ["charge", "charge", "charge", "credit", "credit", "credit", "credit", "credit"]);
-    let bad = hub.get("/v1/agents/me/transactions?cursor=zz", &agent_headers(&agent)).await;
+    assert_eq!(
+        seen,
+        [
+            "charge", "charge", "charge", "credit", "credit", "credit", "credit", "credit"
+        ]
+    );
+    let bad = hub
+        .get(
+            "/v1/agents/me/transactions?cursor=zz",
+            &agent_headers(&agent),
+        )
+        .await;
     assert_eq!(bad.status, 400);
 }
 
@@ -205,15 +302,32 @@ async fn history_pages_with_a_cursor() {
 async fn topup_without_stripe_points_at_the_operator() {
     let hub = funded_hub(None).await;
     let agent = hub.register("no-stripe-agent").await;
-    let response = hub.post("/api/agents/topup", &agent_headers(&agent), r#"{"amount": 20}"#).await;
+    let response = hub
+        .post(
+            "/api/agents/topup",
+            &agent_headers(&agent),
+            r#"{"amount": 20}"#,
+        )
+        .await;
     assert_eq!(response.status, 503);
     let body = response.json();
     assert_eq!(body["error"]["code"], "TOPUP_UNAVAILABLE");
     assert_eq!(body["next_action"]["type"], "contact_operator");
-    let bad = hub.post("/api/agent/topup", &agent_headers(&agent), r#"{"amount": 7}"#).await;
+    let bad = hub
+        .post(
+            "/api/agent/topup",
+            &agent_headers(&agent),
+            r#"{"amount": 7}"#,
+        )
+        .await;
     assert_eq!(bad.status, 400);
-    assert_eq!(bad.json()["error"]["details"]["allowed_amounts_usd"], json!([5, 20, 100]));
-    let anonymous = hub.post("/api/agents/topup", &[], r#"{"amount": 20}"#).await;
+    assert_eq!(
+        bad.json()["error"]["details"]["allowed_amounts_usd"],
+        json!([5, 20, 100])
+    );
+    let anonymous = hub
+        .post("/api/agents/topup", &[], r#"{"amount": 20}"#)
+        .await;
     assert_eq!(anonymous.status, 401);
 }
 
@@ -225,9 +339,18 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
 
     // Checkout: the Hub asks Stripe for a session of 20 USD for this agent.
     let response = hub
-        .post("/api/agents/topup", &agent_headers(&agent), r#"{"amount": 20, "returnTo": "https://agent.example/back"}"#)
+        .post(
+            "/api/agents/topup",
+            &agent_headers(&agent),
+            r#"{"amount": 20, "returnTo": "https://agent.example/back"}"#,
+        )
         .await;
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     let body = response.json();
     assert_eq!(body["sessionId"], "cs_test_42");
     assert_eq!(body["url"], "https://checkout.stripe.com/c/pay/cs_test_42");
@@ -237,7 +360,10 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
         let (path, auth, form) = &requests[0];
         assert_eq!(path, "/v1/checkout/sessions");
         assert_eq!(auth, "Bearer sk_test_fake_key");
-        assert!(form.contains("unit_amount%5D=2000") || form.contains("unit_amount]=2000"), "{form}");
+        assert!(
+            form.contains("unit_amount%5D=2000") || form.contains("unit_amount]=2000"),
+            "{form}"
+        );
         assert!(form.contains(&agent.0), "{form}");
     }
 
@@ -245,12 +371,27 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
     let event = checkout_completed("evt_1", "cs_test_42", &agent.0, 2000);
 
     // Forged and stale deliveries credit nothing.
-    let forged = deliver(&hub, &event, &stripe_signature(&event, now, "whsec_attacker")).await;
+    let forged = deliver(
+        &hub,
+        &event,
+        &stripe_signature(&event, now, "whsec_attacker"),
+    )
+    .await;
     assert_eq!(forged.status, 400);
-    let stale = deliver(&hub, &event, &stripe_signature(&event, now - 3_600, WEBHOOK_SECRET)).await;
+    let stale = deliver(
+        &hub,
+        &event,
+        &stripe_signature(&event, now - 3_600, WEBHOOK_SECRET),
+    )
+    .await;
     assert_eq!(stale.status, 400);
     assert_eq!(deliver(&hub, &event, "garbage").await.status, 400);
-    assert_eq!(hub.get("/v1/agents/me", &agent_headers(&agent)).await.json()["balance_usdc"], json!(0));
+    assert_eq!(
+        hub.get("/v1/agents/me", &agent_headers(&agent))
+            .await
+            .json()["balance_usdc"],
+        json!(0)
+    );
 
     // A valid delivery credits; a duplicate and many concurrent ones do not.
     let valid = stripe_signature(&event, now, WEBHOOK_SECRET);
@@ -280,18 +421,31 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
             credited += 1;
         }
     }
-    assert_eq!(credited, 1, "16 concurrent deliveries of one session credit once");
+    assert_eq!(
+        credited, 1,
+        "16 concurrent deliveries of one session credit once"
+    );
 
     // Unknown events are acknowledged and ignored.
     let other = json!({"id": "evt_9", "type": "invoice.paid", "data": {"object": {}}}).to_string();
     let ignored = deliver(&hub, &other, &stripe_signature(&other, now, WEBHOOK_SECRET)).await;
     assert_eq!(ignored.status, 200);
 
-    let me = hub.get("/v1/agents/me", &agent_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["balance_usdc"], json!(25));
-    let history = hub.get("/v1/agents/me/transactions", &agent_headers(&agent)).await.json();
-    let sources: Vec<&str> =
-        history["transactions"].as_array().unwrap().iter().map(|entry| entry["source"].as_str().unwrap()).collect();
+    let history = hub
+        .get("/v1/agents/me/transactions", &agent_headers(&agent))
+        .await
+        .json();
+    let sources: Vec<&str> = history["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["source"].as_str().unwrap())
+        .collect();
     assert_eq!(sources, ["stripe", "stripe"]);
     assert_eq!(hub.ledger_violations(), 0);
 }
@@ -303,33 +457,74 @@ async fn operator_freezes_and_tunes_agents_and_ledger_verify_passes_on_disk() {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let path = format!("/v1/operator/agents/{}", agent.0);
 
-    let frozen = hub.request(hyper::Method::PATCH, &path, &[("authorization", &bearer)], r#"{"frozen": true}"#).await;
-    assert_eq!(frozen.status, 200, "{}", String::from_utf8_lossy(&frozen.body));
+    let frozen = hub
+        .request(
+            hyper::Method::PATCH,
+            &path,
+            &[("authorization", &bearer)],
+            r#"{"frozen": true}"#,
+        )
+        .await;
+    assert_eq!(
+        frozen.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&frozen.body)
+    );
     let refused = hub.get("/v1/agents/me", &agent_headers(&agent)).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"]["code"], "INVALID_AGENT");
-    hub.request(hyper::Method::PATCH, &path, &[("authorization", &bearer)], r#"{"frozen": false}"#).await;
+    hub.request(
+        hyper::Method::PATCH,
+        &path,
+        &[("authorization", &bearer)],
+        r#"{"frozen": false}"#,
+    )
+    .await;
 
     let tuned = hub
-        .request(hyper::Method::PATCH, &path, &[("authorization", &bearer)], r#"{"tier_floor": "gold", "rate_limit_rpm": 1000}"#)
+        .request(
+            hyper::Method::PATCH,
+            &path,
+            &[("authorization", &bearer)],
+            r#"{"tier_floor": "gold", "rate_limit_rpm": 1000}"#,
+        )
         .await;
     assert_eq!(tuned.status, 200);
-    let me = hub.get("/v1/agents/me", &agent_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["tier"], "gold");
     assert_eq!(me["rate_limit_rpm"], 1000);
-    let bad = hub.request(hyper::Method::PATCH, &path, &[("authorization", &bearer)], r#"{"tier_floor": "diamond"}"#).await;
+    let bad = hub
+        .request(
+            hyper::Method::PATCH,
+            &path,
+            &[("authorization", &bearer)],
+            r#"{"tier_floor": "diamond"}"#,
+        )
+        .await;
     assert_eq!(bad.status, 400);
 
     let shown = hub.get(&path, &[("authorization", &bearer)]).await.json();
     assert_eq!(shown["tier_floor"], "gold");
-    let list = hub.get("/v1/operator/agents?limit=1", &[("authorization", &bearer)]).await.json();
+    let list = hub
+        .get("/v1/operator/agents?limit=1", &[("authorization", &bearer)])
+        .await
+        .json();
     assert_eq!(list["count"], 1);
     assert_eq!(list["total"], 1);
 
     // Stop the Hub, then verify the data directory with the CLI's library half.
     let credit = json!({"amount_usdc": "3", "reference": "final"}).to_string();
     let credit_path = format!("/v1/operator/agents/{}/credit", agent.0);
-    assert_eq!(hub.post(&credit_path, &[("authorization", &bearer)], &credit).await.status, 201);
+    assert_eq!(
+        hub.post(&credit_path, &[("authorization", &bearer)], &credit)
+            .await
+            .status,
+        201
+    );
     let TestHub { running, dir, .. } = hub;
     running.stop().await.unwrap();
     let report = jecp_hub::store::admin::verify(dir.path()).unwrap();

@@ -75,24 +75,13 @@ fn open_funded_store(
     };
     let (store, _) = Store::open(dir.path(), options).unwrap();
     runtime.block_on(async {
-        let agent = AgentRecord {
-            agent_id: "jecp_ag_bench0000000000000000".into(),
-            wallet_account: WALLET.0,
-            name: "bench".into(),
-            agent_type: None,
-            description: None,
-            homepage: None,
-            capabilities: vec![],
-            referred_by: None,
-            key_hash: [0; 32],
-            previous_key_hash: None,
-            previous_key_valid_until_s: None,
-            rotations_s: vec![],
-            created_at_s: 0,
-            frozen: false,
-            tier_floor: None,
-            rate_limit_rpm: None,
-        };
+        let agent = AgentRecord::new(
+            "jecp_ag_bench0000000000000000".into(),
+            WALLET.0,
+            "bench".into(),
+            [0; 32],
+            0,
+        );
         store
             .execute(Command::OpenWallet {
                 account: WALLET,

@@ -10,24 +10,13 @@ use jecp_hub::store::{
 };
 
 fn agent(id: &str, wallet: u64) -> AgentRecord {
-    AgentRecord {
-        agent_id: id.into(),
-        wallet_account: wallet,
-        name: format!("agent {id}"),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [7; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 1_700_000_000,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    }
+    AgentRecord::new(
+        id.into(),
+        wallet,
+        format!("agent {id}"),
+        [7; 32],
+        1_700_000_000,
+    )
 }
 
 fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {

@@ -9,24 +9,7 @@ use jecp_hub::store::{Command, FaultSwitch, Reply, Store, StoreError, StoreOptio
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 fn agent() -> AgentRecord {
-    AgentRecord {
-        agent_id: "jecp_ag_fault".into(),
-        wallet_account: WALLET.0,
-        name: "fault".into(),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [0; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 0,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    }
+    AgentRecord::new("jecp_ag_fault".into(), WALLET.0, "fault".into(), [0; 32], 0)
 }
 
 fn memo(request: &str) -> ChargeMemo {

@@ -106,7 +106,10 @@ impl Hub {
             ))
         })?;
         let secret = ServerSecret::load_or_create(&config.data_dir).map_err(|error| {
-            StartError::new(format!("cannot read or create the server secret: {error}"))
+            StartError::new(format!(
+                "cannot read or create the server secret in {}: {error}",
+                config.data_dir.display()
+            ))
         })?;
         let overrides: CatalogOverrides = config
             .catalog

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use jecp_hub::fuzzing;
 
+/// A property check over arbitrary bytes; panics when the property breaks.
+type Check = fn(&[u8]);
+
 /// Every fuzz target and its check; `fuzz/Cargo.toml` lists the same names.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Check)] = &[
     ("envelope", fuzzing::check_envelope),
     ("provenance", fuzzing::check_provenance),
     ("money", fuzzing::check_money),
@@ -31,7 +34,7 @@ fn corpus_files(target: &str) -> Vec<PathBuf> {
     files
 }
 
-fn replay(target: &str, check: fn(&[u8])) {
+fn replay(target: &str, check: Check) {
     let files = corpus_files(target);
     assert!(
         files.len() >= SEEDS_MIN,
@@ -88,8 +91,7 @@ fn ledger_corpus() {
     replay("ledger", fuzzing::check_ledger);
 }
 
-/// The checks themselves must be able to fail: a ledger sequence and an
-/// envelope they accept stay accepted, and the empty input is harmless.
+/// Degenerate inputs (empty, `{}`, all 0xff) are invalid, never a failure.
 #[test]
 fn checks_accept_empty_and_trivial_inputs() {
     for (_, check) in TARGETS {

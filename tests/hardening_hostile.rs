@@ -486,7 +486,7 @@ async fn a_well_behaved_client_is_served_while_attackers_run() {
     while started.elapsed() < ATTACK_DURATION {
         call += 1;
         let sent = Instant::now();
-        let response = if call % 2 == 0 {
+        let response = if call.is_multiple_of(2) {
             good.get("/health", &[]).await
         } else {
             good.invoke(

@@ -18,11 +18,14 @@
 //! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
 //! - [`runtime`]: binding, serving and stopping a Hub (used by `main` and the tests).
 //! - [`http`]: hyper server, routing, limits, response building, graceful shutdown.
+//! - `fuzzing` (hidden): property checks shared by the `fuzz/` targets and `tests/fuzz_corpus.rs`.
 
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod funding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod hub;

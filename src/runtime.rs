@@ -24,7 +24,15 @@ pub struct Running {
 
 impl Running {
     /// Binds `config.listen`, opens the data directory and starts serving.
-    pub async fn start(mut config: Config) -> Result<Running, StartError> {
+    pub async fn start(config: Config) -> Result<Running, StartError> {
+        Running::start_with_fault(config, None).await
+    }
+
+    /// [`Running::start`] with the store behind a fault switch (for tests).
+    pub async fn start_with_fault(
+        mut config: Config,
+        fault: Option<crate::store::FaultSwitch>,
+    ) -> Result<Running, StartError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|error| {
@@ -34,7 +42,7 @@ impl Running {
             .local_addr()
             .map_err(|error| StartError::new(format!("cannot read the bound address: {error}")))?;
         config.set_bound_address(addr);
-        Running::serve(listener, config, std::future::pending())
+        Running::serve_with_fault(listener, config, std::future::pending(), fault)
     }
 
     /// Serves on an already bound listener until `shutdown` completes or
@@ -44,11 +52,20 @@ impl Running {
         config: Config,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Running, StartError> {
+        Running::serve_with_fault(listener, config, shutdown, None)
+    }
+
+    fn serve_with_fault(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        fault: Option<crate::store::FaultSwitch>,
+    ) -> Result<Running, StartError> {
         let addr = listener
             .local_addr()
             .map_err(|error| StartError::new(format!("cannot read the bound address: {error}")))?;
         let limits = ServerLimits::from_config(&config);
-        let hub = Hub::open(config)?;
+        let hub = Hub::open_with_fault(config, fault)?;
         let app = Arc::new(App::for_hub(hub.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let signal = async move {

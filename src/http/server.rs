@@ -10,6 +10,9 @@
 //!   connection slot forever;
 //! - the body is read in full before the service runs, through `Limited` (413) and under
 //!   `body_read_timeout_ms` (408, then the connection is closed);
+//! - an HTTP/1 request head (request line + headers) larger than [`REQUEST_HEAD_BYTES_MAX`]
+//!   is answered 431 and the connection closed (HTTP/2: the same cap on the header list):
+//!   hyper's default (~400 KB) would let every connection pin that much memory;
 //! - at most `max_connections` connections are served; the accept loop waits for a free slot,
 //!   leaving further clients in the kernel backlog instead of exhausting file descriptors;
 //! - on shutdown the listener closes at once, in-flight requests finish (connections close
@@ -34,6 +37,8 @@ use crate::config::Config;
 use crate::http::request::{self, BodyError, Request, Service};
 use crate::http::response::Response;
 
+/// Largest HTTP/1 request head hyper buffers (its read buffer cap); beyond it: 431.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 64 * 1024;
 /// The HTTP/2 connection preface; a client that starts with it speaks h2 (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Poll step while a client trickles a partial HTTP/2 preface (rare; bounded by the timeout).
@@ -163,11 +168,13 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_buf_size(REQUEST_HEAD_BYTES_MAX)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(REQUEST_HEAD_BYTES_MAX as u32)
         .keep_alive_interval(Duration::from_secs(H2_KEEP_ALIVE_INTERVAL_S))
         .keep_alive_timeout(Duration::from_secs(H2_KEEP_ALIVE_TIMEOUT_S));
     builder

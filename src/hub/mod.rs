@@ -90,6 +90,15 @@ impl Hub {
     /// Opens the data directory, loads every record into memory and checks
     /// the ledger's invariants. Must run inside a tokio runtime.
     pub fn open(config: Config) -> Result<Arc<Hub>, StartError> {
+        Hub::open_with_fault(config, None)
+    }
+
+    /// [`Hub::open`] with the store's I/O behind an injectable fault switch
+    /// (tests arm it to fail writes/syncs of a running Hub); `None` in production.
+    pub fn open_with_fault(
+        config: Config,
+        fault: Option<crate::store::FaultSwitch>,
+    ) -> Result<Arc<Hub>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| {
             StartError::new(format!(
                 "cannot create data directory {}: {error}",
@@ -97,7 +106,10 @@ impl Hub {
             ))
         })?;
         let secret = ServerSecret::load_or_create(&config.data_dir).map_err(|error| {
-            StartError::new(format!("cannot read or create the server secret: {error}"))
+            StartError::new(format!(
+                "cannot read or create the server secret in {}: {error}",
+                config.data_dir.display()
+            ))
         })?;
         let overrides: CatalogOverrides = config
             .catalog
@@ -117,6 +129,7 @@ impl Hub {
         let options = StoreOptions {
             durability,
             queue_capacity: config.writer_queue_capacity,
+            fault,
             ..StoreOptions::default()
         };
         let (store, loaded) =

@@ -10,18 +10,36 @@ use std::fs::File;
 use std::io;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
 /// `ENOSPC` on Linux; what a full disk reports.
 const ENOSPC: i32 = 28;
+/// `EIO` on Linux; what a failing device reports.
+const EIO: i32 = 5;
+
+/// Which operations an armed switch fails, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `write` and `sync_data` fail with `ENOSPC` (the default of [`FaultSwitch::arm`]).
+    DiskFull,
+    /// Only `write` fails, with `EIO`.
+    WriteError,
+    /// Only `sync_data` (fsync) fails, with `EIO`; writes still land in the page cache.
+    SyncError,
+}
+
+const KIND_DISK_FULL: u8 = 0;
+const KIND_WRITE_ERROR: u8 = 1;
+const KIND_SYNC_ERROR: u8 = 2;
 
 /// A shared on/off switch for injected I/O failures.
 #[derive(Clone, Default)]
 pub struct FaultSwitch {
     armed: Arc<AtomicBool>,
+    kind: Arc<AtomicU8>,
     injected: Arc<AtomicU64>,
 }
 
@@ -38,8 +56,19 @@ impl FaultSwitch {
         FaultSwitch::default()
     }
 
-    /// From now on every `write` and `sync_data` fails with `ENOSPC`.
+    /// From now on every `write` and `sync_data` fails with `ENOSPC` (a full disk).
     pub fn arm(&self) {
+        self.arm_with(FaultKind::DiskFull);
+    }
+
+    /// From now on the operations `kind` names fail.
+    pub fn arm_with(&self, kind: FaultKind) {
+        let code = match kind {
+            FaultKind::DiskFull => KIND_DISK_FULL,
+            FaultKind::WriteError => KIND_WRITE_ERROR,
+            FaultKind::SyncError => KIND_SYNC_ERROR,
+        };
+        self.kind.store(code, Ordering::SeqCst);
         self.armed.store(true, Ordering::SeqCst);
     }
 
@@ -56,13 +85,24 @@ impl FaultSwitch {
         self.injected.load(Ordering::SeqCst)
     }
 
-    fn check(&self) -> io::Result<()> {
-        if self.is_armed() {
-            self.injected.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(ENOSPC));
+    fn check(&self, operation: Operation) -> io::Result<()> {
+        if !self.is_armed() {
+            return Ok(());
         }
-        Ok(())
+        let errno = match (self.kind.load(Ordering::SeqCst), operation) {
+            (KIND_DISK_FULL, _) => ENOSPC,
+            (KIND_WRITE_ERROR, Operation::Write) | (KIND_SYNC_ERROR, Operation::Sync) => EIO,
+            _ => return Ok(()),
+        };
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        Err(io::Error::from_raw_os_error(errno))
     }
+}
+
+#[derive(Clone, Copy)]
+enum Operation {
+    Write,
+    Sync,
 }
 
 /// [`FileBackend`] with optional injected failures on `write` and `sync_data`.
@@ -83,9 +123,9 @@ impl FaultyBackend {
         })
     }
 
-    fn check(&self) -> io::Result<()> {
+    fn check(&self, operation: Operation) -> io::Result<()> {
         match &self.switch {
-            Some(switch) => switch.check(),
+            Some(switch) => switch.check(operation),
             None => Ok(()),
         }
     }
@@ -105,12 +145,12 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.check()?;
+        self.check(Operation::Sync)?;
         self.inner.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.check()?;
+        self.check(Operation::Write)?;
         self.inner.write(offset, data)
     }
 

@@ -57,7 +57,7 @@ use crate::money::Micros;
 use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
-pub use fault::{FaultSwitch, FaultyBackend};
+pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
 pub use tables::DATABASE_FILE;
 
 /// When a waiter is woken relative to the disk. See the module doc.

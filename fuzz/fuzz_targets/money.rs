@@ -1,0 +1,6 @@
+//! libFuzzer target: `jecp_hub::fuzzing::check_money` (see that module for the properties).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    jecp_hub::fuzzing::check_money(data);
+});

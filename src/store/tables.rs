@@ -26,8 +26,13 @@ use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
 pub const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
-pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
-pub const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
+/// Idempotency records and provenance nonces are logs keyed by write order
+/// ([`log_key`]), not by `(agent, id)`: appends touch the last leaf page only,
+/// where random keys would dirty one page per record and multiply the bytes
+/// every commit must fsync. Lookups happen in memory; the file is read once at
+/// start-up, and the periodic sweep deletes expired rows.
+pub const IDEMPOTENCY: TableDefinition<u128, &[u8]> = TableDefinition::new("idempotency_log");
+pub const NONCES: TableDefinition<u128, &[u8]> = TableDefinition::new("nonce_log");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Index of the transfers that touch each wallet, `(wallet, transfer id)`, so an
 /// agent's history is a range scan instead of a walk over the whole log.
@@ -44,12 +49,10 @@ pub const META_COMMIT_SEQ: &str = "commit_seq";
 /// The file name inside the data directory.
 pub const DATABASE_FILE: &str = "hub.redb";
 
-pub fn idempotency_key(agent_id: &str, request_key: &str) -> String {
-    format!("{agent_id}\0{request_key}")
-}
-
-pub fn nonce_key(agent_id: &str, nonce: &str) -> String {
-    format!("{agent_id}\0{nonce}")
+/// The key of the `index`-th log row written by commit number `commit_seq`:
+/// unique and increasing across restarts because `commit_seq` is persisted.
+pub fn log_key(commit_seq: u64, index: u32) -> u128 {
+    (u128::from(commit_seq) << 32) | u128::from(index)
 }
 
 /// Maps any redb error into the store's vocabulary.
@@ -255,8 +258,8 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     };
     if with_records {
         state.agents = read_all(txn, AGENTS, "agents")?;
-        state.idempotency = read_all(txn, IDEMPOTENCY, "idempotency")?;
-        state.nonces = read_all(txn, NONCES, "nonces")?;
+        state.idempotency = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
+        state.nonces = read_log(txn, NONCES, "nonce_log")?;
     }
     Ok(state)
 }
@@ -283,6 +286,27 @@ where
         // Keys hold a NUL separator; show it escaped in messages.
         let shown = key.value().escape_debug().to_string();
         records.push(decode(name, &shown, value.value())?);
+    }
+    Ok(records)
+}
+
+fn read_log<T>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<u128, &[u8]>,
+    name: &str,
+) -> Result<Vec<T>, StoreError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let Some(table) = open_table(txn, definition)? else {
+        return Ok(Vec::new());
+    };
+    let mut records = Vec::new();
+    for entry in table.iter().map_err(|e| redb_error(&format!("reading {name}"), e))? {
+        let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
+        records.push(decode(name, &format_args!("{:032x}", key.value()), value.value())?);
     }
     Ok(records)
 }

@@ -323,6 +323,13 @@ impl Writer {
             let mut agents = txn
                 .open_table(tables::AGENTS)
                 .map_err(|e| redb_error(context, e))?;
+            // Log rows of this commit are numbered in write order.
+            let next_commit_seq = self.commit_seq + 1;
+            let mut log_index: u32 = 0;
+            let mut next_log_key = || {
+                log_index += 1;
+                tables::log_key(next_commit_seq, log_index)
+            };
             let mut idempotency = txn
                 .open_table(tables::IDEMPOTENCY)
                 .map_err(|e| redb_error(context, e))?;
@@ -337,15 +344,13 @@ impl Writer {
                             .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Idempotency(record) => {
-                        let key = tables::idempotency_key(&record.agent_id, &record.request_key);
                         idempotency
-                            .insert(key.as_str(), encode(record)?.as_slice())
+                            .insert(next_log_key(), encode(record)?.as_slice())
                             .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Nonce(record) => {
-                        let key = tables::nonce_key(&record.agent_id, &record.nonce);
                         nonces
-                            .insert(key.as_str(), encode(record)?.as_slice())
+                            .insert(next_log_key(), encode(record)?.as_slice())
                             .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Sweep { now_s } => {
@@ -354,8 +359,8 @@ impl Writer {
                         idempotency
                             .retain(|key, value| {
                                 super::records::decode::<IdempotencyRecord>(
-                                    "idempotency",
-                                    &key.escape_debug(),
+                                    "idempotency_log",
+                                    &format_args!("{key:032x}"),
                                     value,
                                 )
                                 .map_or(true, |record| record.expires_at_s > now_s)
@@ -364,8 +369,8 @@ impl Writer {
                         nonces
                             .retain(|key, value| {
                                 super::records::decode::<NonceRecord>(
-                                    "nonces",
-                                    &key.escape_debug(),
+                                    "nonce_log",
+                                    &format_args!("{key:032x}"),
                                     value,
                                 )
                                 .map_or(true, |record| record.expires_at_s > now_s)

@@ -397,23 +397,9 @@ impl Hub {
                 } else {
                     ChargeMethod::Wallet
                 };
-                match self
-                    .store
-                    .execute(Command::Hold {
-                        wallet,
-                        amount: action.price,
-                    })
-                    .await
-                {
-                    Ok(StoreReply::Held(hold)) => Funding::Held { hold, method },
-                    Ok(other) => {
-                        tracing::error!(?other, "writer answered a hold with an unexpected reply");
-                        return Err(fail(JecpError::internal()));
-                    }
-                    Err(StoreError::Ledger(LedgerError::InsufficientFunds {
-                        required,
-                        available,
-                    })) => {
+                match self.store.hold(wallet, action.price) {
+                    Ok(hold) => Funding::Held { hold, method },
+                    Err(StoreError::Ledger(LedgerError::InsufficientFunds { required, available })) => {
                         return Err(fail(insufficient_balance(required, available, &self.links)));
                     }
                     Err(error) => return Err(fail(error.to_jecp())),
@@ -596,7 +582,7 @@ impl Hub {
 
     async fn release(&self, funding: Funding<'_>) {
         if let Funding::Held { hold, .. } = funding
-            && let Err(error) = self.store.execute(Command::Void { hold }).await
+            && let Err(error) = self.store.void(hold)
         {
             // A hold lost to a failed batch is already gone; anything else
             // leaves a pending hold that the next restart clears.

@@ -576,6 +576,28 @@ impl Store {
         self.submit(command, None)
     }
 
+    /// Reserves `amount` on `wallet` directly in memory, without a trip
+    /// through the writer queue. Holds are memory-only (a crash voids them),
+    /// so they need no commit; taking them here means a call never waits
+    /// behind another batch's fsync for its reservation. The writer releases
+    /// the ledger lock while it commits, so this never waits on disk either.
+    /// If the batch being committed fails, the ledger's journal drops holds
+    /// created meanwhile (their posts then fail with `UnknownHold`), so a hold
+    /// can never outlive a credit it relied on.
+    pub fn hold(&self, wallet: AccountId, amount: Micros) -> Result<HoldId, StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let mut ledger = self.inner.ledger.write().unwrap_or_else(PoisonError::into_inner);
+        ledger.hold(wallet, amount).map_err(StoreError::Ledger)
+    }
+
+    /// Releases a hold directly in memory (see [`Store::hold`]).
+    pub fn void(&self, hold: HoldId) -> Result<(), StoreError> {
+        let mut ledger = self.inner.ledger.write().unwrap_or_else(PoisonError::into_inner);
+        ledger.void(hold).map_err(StoreError::Ledger)
+    }
+
     /// Runs `f` under a short read lock of the in-memory ledger.
     pub fn read_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
         let ledger = self

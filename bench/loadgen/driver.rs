@@ -6,8 +6,8 @@
 //! time, so when the server (or the in-flight bound) delays sends, the delay
 //! shows up in the percentiles instead of being silently omitted
 //! (HdrHistogram's coordinated-omission correction, done at the source).
-//! Tokio's timer has 1 ms resolution, so at high rates requests leave in small
-//! bursts; that adds at most about 1 ms to open-loop latencies.
+//! The open-loop schedule runs on a dedicated thread with `std::thread::sleep`,
+//! not tokio's 1 ms timer, so send times are within tens of µs of the plan.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -256,25 +256,39 @@ async fn open_loop(
     budget: Budget,
 ) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
-    let mut index = 0u64;
-    loop {
-        let intended = start + intended_offset(index, rate_per_s);
-        let Some(measured) = shared.admit(intended) else {
-            break;
-        };
-        index += 1;
-        tokio::time::sleep_until(intended).await;
-        // Waiting here delays later sends too; their latency still counts
-        // from their intended time, so the wait is measured, not hidden.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break;
-        };
+    let runtime = tokio::runtime::Handle::current();
+    // The schedule runs on its own thread with `std::thread::sleep`
+    // (tens of µs of slack) because tokio's timer rounds every wake-up up to
+    // the next millisecond, which would add up to 1 ms to every latency.
+    let scheduler = {
         let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            shared.exchange(intended, measured).await;
-            drop(permit);
-        });
-    }
+        let in_flight = Arc::clone(&in_flight);
+        tokio::task::spawn_blocking(move || {
+            let mut index = 0u64;
+            loop {
+                let intended = start + intended_offset(index, rate_per_s);
+                let Some(measured) = shared.admit(intended) else {
+                    break;
+                };
+                index += 1;
+                let wait = intended.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                // Waiting here delays later sends too; their latency still
+                // counts from their intended time, so the wait is measured.
+                let Ok(permit) = runtime.block_on(Arc::clone(&in_flight).acquire_owned()) else {
+                    break;
+                };
+                let shared = Arc::clone(&shared);
+                runtime.spawn(async move {
+                    shared.exchange(intended, measured).await;
+                    drop(permit);
+                });
+            }
+        })
+    };
+    let _ = scheduler.await;
     let give_up = Instant::now().max(shared.deadline) + budget.timeout + DRAIN_SLACK;
     let _ = tokio::time::timeout_at(give_up, in_flight.acquire_many(max_in_flight)).await;
 }

@@ -119,6 +119,10 @@ pub struct ReportArgs {
     /// The command that produced the figures (shown above the tables).
     #[arg(long)]
     pub command: Option<String>,
+    /// Rewrite the part of this Markdown file between `<!-- BEGIN GENERATED -->`
+    /// and `<!-- END GENERATED -->` instead of printing the tables.
+    #[arg(long, value_name = "FILE")]
+    pub into: Option<PathBuf>,
 }
 
 /// Where the Hub under test comes from.

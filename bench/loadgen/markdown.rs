@@ -24,16 +24,49 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
         Some(dir) if dir.is_dir() => criterion_data::load_dir(dir)?,
         _ => Vec::new(),
     };
-    print!(
-        "{}",
-        render(
-            &runs,
-            &criterion,
-            args.commit.as_deref(),
-            args.command.as_deref()
-        )
+    let generated = render(
+        &runs,
+        &criterion,
+        args.commit.as_deref(),
+        args.command.as_deref(),
     );
+    match &args.into {
+        None => print!("{generated}"),
+        Some(path) => {
+            let document = std::fs::read_to_string(path)
+                .map_err(|error| format!("reading {}: {error}", path.display()))?;
+            let updated = splice(&document, &generated)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            std::fs::write(path, updated)
+                .map_err(|error| format!("writing {}: {error}", path.display()))?;
+        }
+    }
     Ok(())
+}
+
+pub const BEGIN_MARKER: &str = "<!-- BEGIN GENERATED -->";
+pub const END_MARKER: &str = "<!-- END GENERATED -->";
+
+/// Replaces what lies between the markers (exclusive) with `generated`,
+/// leaving the hand-written text around them untouched.
+pub fn splice(document: &str, generated: &str) -> Result<String, String> {
+    let begin = document
+        .find(BEGIN_MARKER)
+        .ok_or(format!("no {BEGIN_MARKER} line"))?;
+    let after_begin = begin + BEGIN_MARKER.len();
+    let end = document[after_begin..]
+        .find(END_MARKER)
+        .map(|offset| after_begin + offset)
+        .ok_or(format!("no {END_MARKER} after {BEGIN_MARKER}"))?;
+    if document[end + END_MARKER.len()..].contains(BEGIN_MARKER) {
+        return Err("more than one generated section".into());
+    }
+    Ok(format!(
+        "{}\n\n{}\n{}",
+        &document[..after_begin],
+        generated.trim_end(),
+        &document[end..]
+    ))
 }
 
 /// `1,234,567`.
@@ -404,6 +437,26 @@ mod tests {
             median_high_ns: median_ns * 1.1,
             elements: Some(1),
         }
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_section() {
+        let document = "# Title\n\nintro\n<!-- BEGIN GENERATED -->\nold table\n<!-- END GENERATED -->\n\noutro\n";
+        let updated = splice(document, "new table\n").unwrap();
+        assert_eq!(
+            updated,
+            "# Title\n\nintro\n<!-- BEGIN GENERATED -->\n\nnew table\n<!-- END GENERATED -->\n\noutro\n"
+        );
+        // Splicing again gives the same document (stable regeneration).
+        assert_eq!(splice(&updated, "new table").unwrap(), updated);
+        assert!(splice("no markers", "x").unwrap_err().contains("BEGIN"));
+        assert!(
+            splice("<!-- BEGIN GENERATED -->", "x")
+                .unwrap_err()
+                .contains("END")
+        );
+        let twice = format!("{document}{document}");
+        assert!(splice(&twice, "x").unwrap_err().contains("more than one"));
     }
 
     #[test]

@@ -36,6 +36,37 @@ pub struct AgentRecord {
     pub rate_limit_rpm: Option<u32>,
 }
 
+impl AgentRecord {
+    /// A new agent with no profile fields, no rotation history and no
+    /// operator overrides.
+    pub fn new(
+        agent_id: String,
+        wallet_account: u64,
+        name: String,
+        key_hash: [u8; 32],
+        created_at_s: i64,
+    ) -> AgentRecord {
+        AgentRecord {
+            agent_id,
+            wallet_account,
+            name,
+            agent_type: None,
+            description: None,
+            homepage: None,
+            capabilities: Vec::new(),
+            referred_by: None,
+            key_hash,
+            previous_key_hash: None,
+            previous_key_valid_until_s: None,
+            rotations_s: Vec::new(),
+            created_at_s,
+            frozen: false,
+            tier_floor: None,
+            rate_limit_rpm: None,
+        }
+    }
+}
+
 /// A stored response for idempotent replay (DESIGN §3.6).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {

@@ -127,24 +127,7 @@ impl Rng {
 
 async fn setup(dir: &Path) {
     let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
-    let agent = AgentRecord {
-        agent_id: "jecp_ag_crash".into(),
-        wallet_account: WALLET.0,
-        name: "crash".into(),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [0; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 0,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    };
+    let agent = AgentRecord::new("jecp_ag_crash".into(), WALLET.0, "crash".into(), [0; 32], 0);
     store
         .execute(Command::OpenWallet {
             account: WALLET,

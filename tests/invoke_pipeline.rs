@@ -792,3 +792,26 @@ async fn routing_errors() {
     assert_eq!(body["error"]["code"], "ACTION_NOT_FOUND");
     assert_eq!(body["next_action"]["type"], "lookup_schema");
 }
+
+#[tokio::test]
+async fn a_stream_request_for_a_non_streaming_action_gets_406() {
+    let hub = TestHub::start(|_| {}).await;
+    let agent = hub.register("stream-agent").await;
+    // The SDK's invokeStream body: the A3 body plus `"streaming": true`.
+    let body = json!({"jecp": "1.0", "id": "stream-0001", "capability": "hub/utility", "action": "echo",
+                      "input": {"text": "hi"}, "streaming": true});
+    let mut headers = auth_headers(&agent);
+    headers.push(("accept", "text/event-stream"));
+    let response = hub.post("/v1/invoke", &headers, &body.to_string()).await;
+    assert_eq!(response.status, 406);
+    assert_eq!(response.json()["error"]["code"], "NOT_STREAMABLE");
+    // The same body with a JSON-accepting client is an ordinary call.
+    let mut headers = auth_headers(&agent);
+    headers.push(("accept", "*/*"));
+    assert_eq!(
+        hub.post("/v1/invoke", &headers, &body.to_string())
+            .await
+            .status,
+        200
+    );
+}

@@ -12,24 +12,7 @@ const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 async fn exactly_100_of_1000_concurrent_holds_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let agent = AgentRecord {
-        agent_id: "jecp_ag_race".into(),
-        wallet_account: WALLET.0,
-        name: "race".into(),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [0; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 0,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    };
+    let agent = AgentRecord::new("jecp_ag_race".into(), WALLET.0, "race".into(), [0; 32], 0);
     store
         .execute(Command::OpenWallet {
             account: WALLET,

@@ -17,24 +17,13 @@ const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 const PROVIDER_WALLET_FREE: u64 = 3;
 
 fn agent(wallet: AccountId) -> AgentRecord {
-    AgentRecord {
-        agent_id: format!("jecp_ag_{}", wallet.0),
-        wallet_account: wallet.0,
-        name: "admin".into(),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [0; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 0,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    }
+    AgentRecord::new(
+        format!("jecp_ag_{}", wallet.0),
+        wallet.0,
+        "admin".into(),
+        [0; 32],
+        0,
+    )
 }
 
 fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {

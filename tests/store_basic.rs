@@ -10,24 +10,13 @@ use jecp_hub::store::{
 };
 
 fn agent(id: &str, wallet: u64) -> AgentRecord {
-    AgentRecord {
-        agent_id: id.into(),
-        wallet_account: wallet,
-        name: format!("agent {id}"),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [7; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 1_700_000_000,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    }
+    AgentRecord::new(
+        id.into(),
+        wallet,
+        format!("agent {id}"),
+        [7; 32],
+        1_700_000_000,
+    )
 }
 
 fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {
@@ -372,4 +361,54 @@ async fn newer_or_corrupt_records_stop_start_up_with_a_precise_message() {
         matches!(&error, StoreError::Corrupt(m) if m.contains("table `agents` key jecp_ag_a")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_provider_account_opened_through_the_store_survives_a_restart() {
+    use jecp_hub::ledger::AccountKind;
+    let dir = tempfile::tempdir().unwrap();
+    let provider = AccountId(700);
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    register_and_fund(&store, 1).await;
+    assert_eq!(
+        store
+            .execute(Command::OpenProvider { account: provider })
+            .await,
+        Ok(Reply::Done)
+    );
+    assert_eq!(
+        store
+            .execute(Command::OpenProvider { account: provider })
+            .await,
+        Err(StoreError::Ledger(LedgerError::AccountExists(provider)))
+    );
+    let Ok(Reply::Held(hold)) = store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::new(1_000).unwrap(),
+        })
+        .await
+    else {
+        panic!("hold refused")
+    };
+    let posted = store
+        .execute(Command::Post {
+            hold,
+            provider,
+            memo: memo("p", ChargeMethod::Wallet),
+            idempotency: None,
+        })
+        .await;
+    assert!(
+        matches!(posted, Ok(Reply::Posted(ref p)) if p.provider_share.get() == 850),
+        "{posted:?}"
+    );
+    store.shutdown().await;
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let account = store.read_ledger(|l| l.account(provider).cloned()).unwrap();
+    assert_eq!(
+        (account.kind, account.credits_posted.get()),
+        (AccountKind::Provider, 850)
+    );
+    store.shutdown().await;
 }

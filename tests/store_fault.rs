@@ -9,24 +9,7 @@ use jecp_hub::store::{Command, FaultSwitch, Reply, Store, StoreError, StoreOptio
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 fn agent() -> AgentRecord {
-    AgentRecord {
-        agent_id: "jecp_ag_fault".into(),
-        wallet_account: WALLET.0,
-        name: "fault".into(),
-        agent_type: None,
-        description: None,
-        homepage: None,
-        capabilities: vec![],
-        referred_by: None,
-        key_hash: [0; 32],
-        previous_key_hash: None,
-        previous_key_valid_until_s: None,
-        rotations_s: vec![],
-        created_at_s: 0,
-        frozen: false,
-        tier_floor: None,
-        rate_limit_rpm: None,
-    }
+    AgentRecord::new("jecp_ag_fault".into(), WALLET.0, "fault".into(), [0; 32], 0)
 }
 
 fn memo(request: &str) -> ChargeMemo {
@@ -190,4 +173,85 @@ async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
     assert_eq!(reopened.charges_posted, 1);
     assert_eq!(reopened.credits_posted, Micros::from_usdc(6));
     store.shutdown().await;
+}
+
+#[tokio::test]
+async fn batched_mode_reloads_memory_from_disk_when_the_interval_fsync_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    // Session 1: a durable baseline of 1 USDC (shutdown makes a durable commit).
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    store
+        .execute(Command::OpenWallet {
+            account: WALLET,
+            agent: agent(),
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(1),
+            reference: "t1".into(),
+        })
+        .await
+        .unwrap();
+    store.shutdown().await;
+
+    // Session 2: batched mode acknowledges a credit before its fsync; the
+    // disk then fails, so that credit is inside the documented loss window.
+    let switch = FaultSwitch::new();
+    let options = StoreOptions {
+        durability: jecp_hub::store::Durability::Batched {
+            fsync_interval_ms: 300,
+        },
+        fault: Some(switch.clone()),
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(dir.path(), options).unwrap();
+    let credited = store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(2),
+            reference: "t2".into(),
+        })
+        .await;
+    assert!(matches!(credited, Ok(Reply::Credited(_))));
+    switch.arm();
+    let mut waited_ms = 0;
+    while store.health().failed_commits == 0 && waited_ms < 5_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited_ms += 20;
+    }
+    let health = store.health();
+    assert!(
+        !health.ok && health.failed_commits >= 1 && health.loss_window_ms == 300,
+        "{health:?}"
+    );
+    switch.disarm();
+    // The next command reopens the file and rebuilds memory from it: the
+    // unsynced credit is gone from memory exactly as from disk.
+    let refused = store
+        .execute(Command::Hold {
+            wallet: WALLET,
+            amount: Micros::from_usdc(2),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Ledger(LedgerError::InsufficientFunds { available, .. })) if available == Micros::from_usdc(1)),
+        "{refused:?}"
+    );
+    assert!(!store.read_ledger(|l| l.has_reference("t2")));
+    assert!(matches!(
+        store
+            .execute(Command::Credit {
+                wallet: WALLET,
+                amount: Micros::from_usdc(2),
+                reference: "t2".into()
+            })
+            .await,
+        Ok(Reply::Credited(_))
+    ));
+    store.shutdown().await;
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok() && report.transfers == 2, "{report}");
 }

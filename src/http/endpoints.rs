@@ -102,6 +102,7 @@ pub async fn invoke(hub: &Hub, request: &Request, endpoint: Endpoint) -> Respons
         api_key_header: request.header_str("x-api-key"),
         idempotency_key_header: request.header_str("x-idempotency-key"),
         x_payment_header: request.header_str("x-payment"),
+        accept_header: request.header_str("accept"),
     };
     let mut response = reply(hub.invoke(call).await);
     // Spec 06 §11: never cache an invoke answer, success or error.

@@ -4,13 +4,10 @@
 //! The report states the durability mode and its loss window (DESIGN §4) so an operator or a
 //! benchmark can see what an acknowledgement means on this Hub.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hyper::StatusCode;
 use serde_json::{Value, json};
-
-use crate::config::Config;
 
 /// What `/health` asks the storage layer.
 pub trait HealthProbe: Send + Sync {
@@ -21,52 +18,6 @@ pub trait HealthProbe: Send + Sync {
     fn durability(&self) -> String;
     /// Longest window of acknowledged writes a crash can lose (0 in immediate mode).
     fn loss_window_ms(&self) -> u64;
-}
-
-/// A probe over the data directory alone: healthy while the directory exists and is a
-/// directory. It serves until the store provides its own probe, and reports the configured
-/// durability mode.
-#[derive(Debug, Clone)]
-pub struct DataDirProbe {
-    data_dir: PathBuf,
-    durability: String,
-    loss_window_ms: u64,
-}
-
-impl DataDirProbe {
-    pub fn new(config: &Config) -> DataDirProbe {
-        let loss_window_ms = match config.durability {
-            crate::config::DurabilityMode::Immediate => 0,
-            crate::config::DurabilityMode::Batched => config.fsync_interval_ms,
-        };
-        DataDirProbe {
-            data_dir: config.data_dir.clone(),
-            durability: config.durability_label(),
-            loss_window_ms,
-        }
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-}
-
-impl HealthProbe for DataDirProbe {
-    fn database(&self) -> Result<(), String> {
-        match std::fs::metadata(&self.data_dir) {
-            Ok(metadata) if metadata.is_dir() => Ok(()),
-            Ok(_) => Err(format!("{} is not a directory", self.data_dir.display())),
-            Err(error) => Err(format!("{}: {error}", self.data_dir.display())),
-        }
-    }
-
-    fn durability(&self) -> String {
-        self.durability.clone()
-    }
-
-    fn loss_window_ms(&self) -> u64 {
-        self.loss_window_ms
-    }
 }
 
 /// Runs the probe and renders the report: 200 when the database is up, 503 when it is down.
@@ -123,35 +74,34 @@ impl HealthProbe for crate::hub::Hub {
 mod tests {
     use super::*;
 
-    #[test]
-    fn data_dir_probe_follows_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let probe = DataDirProbe::new(&config);
-        assert!(probe.database().is_err());
-        let (status, body) = report(&probe, Instant::now());
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["checks"]["database"], "down");
-        std::fs::create_dir(probe.data_dir()).unwrap();
-        let (status, body) = report(&probe, Instant::now());
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["status"], "ok");
-        assert_eq!(body["durability"], "immediate");
-        assert_eq!(body["loss_window_ms"], 0);
+    struct Fixed(Result<(), String>);
+
+    impl HealthProbe for Fixed {
+        fn database(&self) -> Result<(), String> {
+            self.0.clone()
+        }
+        fn durability(&self) -> String {
+            "batched(7ms)".into()
+        }
+        fn loss_window_ms(&self) -> u64 {
+            7
+        }
     }
 
     #[test]
-    fn batched_mode_states_its_loss_window() {
-        let config = Config {
-            durability: crate::config::DurabilityMode::Batched,
-            fsync_interval_ms: 7,
-            ..Config::default()
-        };
-        let probe = DataDirProbe::new(&config);
-        assert_eq!(probe.durability(), "batched(7ms)");
-        assert_eq!(probe.loss_window_ms(), 7);
+    fn report_follows_the_probe_and_states_the_loss_window() {
+        let (status, body) = report(&Fixed(Ok(())), Instant::now());
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["checks"]["database"], "ok");
+        assert_eq!(body["durability"], "batched(7ms)");
+        assert_eq!(body["loss_window_ms"], 7);
+        let (status, body) = report(&Fixed(Err("disk unplugged".into())), Instant::now());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["checks"]["database"], "down");
+        assert!(
+            !body.to_string().contains("unplugged"),
+            "the cause is logged, not sent"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub mod server;
 
 pub use app::App;
 pub use discovery::DiscoveryInputs;
-pub use health::{DataDirProbe, HealthProbe};
+pub use health::HealthProbe;
 pub use request::{Request, Service};
 pub use response::Response;
 pub use router::{Resolution, Route};

@@ -23,7 +23,9 @@ const HISTORY_PAGE_MAX: usize = 100;
 fn history_entry(legs: &[&crate::ledger::Transfer]) -> Value {
     let first = legs[0];
     let created_at = rfc3339(first.timestamp_ms.div_euclid(1000));
-    match (&first.charge, &first.memo) {
+    // Only one leg of a charge carries its memo; the legs arrive newest first.
+    let memo = legs.iter().find_map(|leg| leg.memo.as_ref());
+    match (&first.charge, memo) {
         (Some(charge), memo) => {
             let mut cost = Micros::ZERO;
             for leg in legs {

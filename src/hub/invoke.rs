@@ -19,6 +19,8 @@
 //!    fingerprint is 409, an in-flight twin is waited for.
 //! 5. **Capability resolution**: plain or `<hub-namespace>/<name>` → built-in;
 //!    another namespace → 404 `PROVIDER_NOT_FOUND`; unknown → 404; unknown action → 404.
+//!    A caller that accepts only `text/event-stream` gets 406 `NOT_STREAMABLE`
+//!    (no built-in action streams).
 //! 6. **Deprecation**: past sunset → 410 with `Sunset`/`Deprecation`/`Link`.
 //! 7. **Trust gate**: tier from `total_calls` (or the operator's floor) → 403.
 //! 8. **Rate limit**: per agent at the tier's (or operator's) RPM, and per
@@ -88,6 +90,8 @@ pub struct InvokeCall<'a> {
     pub api_key_header: Option<&'a str>,
     pub idempotency_key_header: Option<&'a str>,
     pub x_payment_header: Option<&'a str>,
+    /// `Accept`: a caller that accepts only `text/event-stream` asks for SSE.
+    pub accept_header: Option<&'a str>,
 }
 
 /// A failure on the way, with the request id to echo when known.
@@ -272,6 +276,21 @@ impl Hub {
                 .detail("schema_url", schema_url),
             ));
         };
+
+        // A stream was asked for; no built-in action streams (spec 01 §4.3).
+        if wants_only_event_stream(call.accept_header) {
+            return Err(fail(
+                JecpError::new(
+                    ErrorCode::NotStreamable,
+                    format!(
+                        "{}/{} does not stream; resend without Accept: text/event-stream",
+                        capability.id, action.name
+                    ),
+                )
+                .detail("capability", capability.id.clone())
+                .detail("action", action.name.clone()),
+            ));
+        }
 
         // 6. Deprecation.
         let deprecation_headers = self.deprecation_headers(capability, now);
@@ -661,6 +680,24 @@ pub(super) fn effective_tier(agent: &AgentRecord, total_calls: u64) -> Tier {
         Some(floor) if floor > earned => floor,
         _ => earned,
     }
+}
+
+/// True when `Accept` lists `text/event-stream` and nothing that a JSON
+/// answer would satisfy (the SDK's streaming call sends exactly that).
+fn wants_only_event_stream(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let media_types: Vec<&str> = accept
+        .split(',')
+        .map(|part| part.split(';').next().unwrap_or("").trim())
+        .collect();
+    media_types
+        .iter()
+        .any(|media| media.eq_ignore_ascii_case("text/event-stream"))
+        && !media_types.iter().any(|media| {
+            media.eq_ignore_ascii_case("application/json")
+                || *media == "*/*"
+                || media.eq_ignore_ascii_case("application/*")
+        })
 }
 
 fn decode_x_payment(header: Option<&str>) -> Result<Option<Vec<u8>>, JecpError> {

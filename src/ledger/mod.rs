@@ -331,7 +331,7 @@ pub fn split(cost: Micros) -> (Micros, Micros, Micros) {
 /// attacker-chosen (the Hub assigns them), so no DoS-resistant hash is needed
 /// on the hot path.
 #[derive(Default, Clone, Copy, Debug)]
-pub struct IntHasher(u64);
+struct IntHasher(u64);
 
 impl Hasher for IntHasher {
     fn finish(&self) -> u64 {

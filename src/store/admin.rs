@@ -157,7 +157,7 @@ pub fn export(
         ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(out);
             writer.write_record(COLUMNS).map_err(export_error)?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
         ExportFormat::Jsonl => Sink::Jsonl(out),
     };
@@ -192,7 +192,8 @@ pub fn export(
 }
 
 enum Sink<'a> {
-    Csv(csv::Writer<&'a mut dyn Write>),
+    // Boxed: the CSV writer carries its buffer state inline.
+    Csv(Box<csv::Writer<&'a mut dyn Write>>),
     Jsonl(&'a mut dyn Write),
 }
 

@@ -266,6 +266,8 @@ pub enum Command {
         account: AccountId,
         agent: AgentRecord,
     },
+    /// Opens a provider payable account (catalog registration) → `Reply::Done` (durable).
+    OpenProvider { account: AccountId },
     /// Rotate / freeze / floor → `Reply::Done` (durable).
     PutAgent(AgentRecord),
     /// → `Reply::Credited(Transfer)`, or `Reply::AlreadyCredited` for a used reference.
@@ -349,6 +351,9 @@ struct Shared {
 
 type Waiter = tokio::sync::oneshot::Sender<Result<Reply, StoreError>>;
 
+// `Run` is the hot path and `Shutdown` happens once: boxing the command to
+// even the sizes out would cost an allocation per queued command.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Run {
         command: Command,
@@ -617,7 +622,7 @@ impl Store {
             let sender = self.inner.sender.clone();
             // A blocking send: the queue may be full, and the shutdown marker
             // must land behind everything already accepted.
-            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown)).await;
+            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown).is_ok()).await;
         }
         let thread = self
             .inner

@@ -42,6 +42,8 @@ pub(super) struct Writer {
     commit_seq: u64,
     /// Set while non-durable commits (batched mode) wait for an fsync.
     unsynced_since: Option<Instant>,
+    pending_buffer: Vec<Pending>,
+    effects_buffer: Vec<Effect>,
 }
 
 fn now_ms() -> i64 {
@@ -87,6 +89,8 @@ impl Writer {
             batch_max,
             commit_seq,
             unsynced_since: None,
+            pending_buffer: Vec::new(),
+            effects_buffer: Vec::new(),
         }
     }
 
@@ -182,8 +186,10 @@ impl Writer {
             return;
         }
         let now_ms = now_ms();
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        let mut effects: Vec<Effect> = Vec::new();
+        // Reused across batches: a large batch's buffers would otherwise be
+        // mmap'd and unmapped by the allocator on every commit.
+        let mut pending = std::mem::take(&mut self.pending_buffer);
+        let mut effects = std::mem::take(&mut self.effects_buffer);
         let rows: Vec<AccountRecord>;
         {
             let mut ledger = self.lock_ledger();
@@ -211,9 +217,11 @@ impl Writer {
             if !needs_commit {
                 ledger.commit_batch();
                 drop(ledger);
-                for Pending { waiter, result } in pending {
+                for Pending { waiter, result } in pending.drain(..) {
                     reply(waiter, result);
                 }
+                self.pending_buffer = pending;
+                self.effects_buffer = effects;
                 return;
             }
             rows = ledger
@@ -230,18 +238,21 @@ impl Writer {
             Ok(()) => {
                 self.lock_ledger().commit_batch();
                 self.record_success();
-                for Pending { waiter, result } in pending {
+                for Pending { waiter, result } in pending.drain(..) {
                     reply(waiter, result);
                 }
             }
             Err(error) => {
                 let message = error.to_string();
                 self.recover(&message);
-                for Pending { waiter, .. } in pending {
+                for Pending { waiter, .. } in pending.drain(..) {
                     reply(waiter, Err(StoreError::Degraded(message.clone())));
                 }
             }
         }
+        effects.clear();
+        self.pending_buffer = pending;
+        self.effects_buffer = effects;
     }
 
     /// Writes one batch in one transaction and commits it.
@@ -524,6 +535,11 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
                 effects.push(Effect::Agent(agent));
                 Applied::AfterCommit(Ok(Reply::Done))
             }
+            Err(error) => refused(error),
+        },
+        // The account row written with the batch is the durable effect.
+        Command::OpenProvider { account } => match ledger.open_provider(account) {
+            Ok(()) => Applied::AfterCommit(Ok(Reply::Done)),
             Err(error) => refused(error),
         },
         Command::PutAgent(agent) => {

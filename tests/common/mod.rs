@@ -81,6 +81,25 @@ impl TestHub {
         }
     }
 
+    /// Stops the Hub (final durable commit) and starts a new one on the same
+    /// data directory, as a restart of the process would.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> TestHub {
+        let TestHub {
+            running,
+            client,
+            dir,
+        } = self;
+        running.stop().await.expect("clean stop");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let running = Running::start(config).await.expect("hub restarts");
+        TestHub {
+            running,
+            client,
+            dir,
+        }
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.running.hub
     }

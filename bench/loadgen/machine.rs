@@ -9,6 +9,10 @@ pub struct Machine {
     pub kernel: String,
     pub cpu_model: String,
     pub os: String,
+    /// 1-minute load average when the run started: how busy the (possibly
+    /// shared) machine already was.
+    #[serde(default)]
+    pub load_average_1m: Option<f64>,
 }
 
 impl Machine {
@@ -23,11 +27,15 @@ impl Machine {
             .ok()
             .and_then(|text| cpu_model_of(&text))
             .unwrap_or_else(|| "unknown".into());
+        let load_average_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| load_average_of(&text));
         Machine {
             cores,
             kernel,
             cpu_model,
             os: std::env::consts::OS.to_owned(),
+            load_average_1m,
         }
     }
 }
@@ -38,6 +46,11 @@ fn cpu_model_of(cpuinfo: &str) -> Option<String> {
         let (key, value) = line.split_once(':')?;
         (key.trim() == "model name").then(|| value.trim().to_owned())
     })
+}
+
+/// The first field of `/proc/loadavg`.
+fn load_average_of(loadavg: &str) -> Option<f64> {
+    loadavg.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -52,6 +65,12 @@ mod tests {
             Some("Example CPU @ 2.0GHz")
         );
         assert_eq!(cpu_model_of("processor: 0\n"), None);
+    }
+
+    #[test]
+    fn load_average_is_the_first_loadavg_field() {
+        assert_eq!(load_average_of("2.61 3.51 4.15 2/75 23004\n"), Some(2.61));
+        assert_eq!(load_average_of(""), None);
     }
 
     #[test]

@@ -297,9 +297,22 @@ pub fn render(
     );
     if let Some(run) = runs.first() {
         let machine = &run.machine;
+        let loads: Vec<String> = runs
+            .iter()
+            .filter_map(|run| run.machine.load_average_1m)
+            .map(|load| format!("{load:.2}"))
+            .collect();
+        let load_note = if loads.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " 1-minute load average as each load run started: {}.",
+                loads.join(", ")
+            )
+        };
         let _ = writeln!(
             out,
-            "**Machine:** {} cores, {}, kernel {} ({}). The load generator ({} client thread{}) and the Hub share these cores.\n",
+            "**Machine:** {} cores, {}, kernel {} ({}). The load generator ({} client thread{}) and the Hub share these cores.{load_note}\n",
             machine.cores,
             machine.cpu_model,
             machine.kernel,
@@ -421,6 +434,7 @@ mod tests {
                 kernel: "6.1".into(),
                 cpu_model: "Example CPU".into(),
                 os: "linux".into(),
+                load_average_1m: Some(1.25),
             },
             scenarios: vec![
                 result(ScenarioName::Health, health),

@@ -124,6 +124,7 @@ async fn execute(
     target: &str,
 ) -> Result<RunReport, String> {
     let started_at = rfc3339_now();
+    let machine = Machine::detect();
     let client = HttpClient::new(base_url, plan.shape.pool_size(), plan.timeout);
     let hub_durability = setup::hub_durability(&client).await?;
     let tag = run_tag();
@@ -184,7 +185,7 @@ async fn execute(
         hub_durability,
         agents: if needs_agents { plan.agents } else { 0 },
         client_threads: plan.client_threads,
-        machine: Machine::detect(),
+        machine,
         scenarios,
     })
 }
@@ -266,6 +267,7 @@ mod tests {
                 kernel: "6.1.0".into(),
                 cpu_model: "Example CPU".into(),
                 os: "linux".into(),
+                load_average_1m: Some(0.5),
             },
             scenarios: vec![ScenarioResult {
                 scenario: ScenarioName::InvokeMixed,

@@ -26,6 +26,9 @@ results="$target_dir/bench-results/$stamp"
 mkdir -p "$results"
 # A fresh criterion directory, so only this run's estimates reach the tables.
 export CRITERION_HOME="$results/criterion"
+# Spawned Hubs put their data directories under TMPDIR; keep them on the
+# project's disk (a tmpfs /tmp would make every fsync free).
+export TMPDIR="$results"
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- src benches bench Cargo.toml 2>/dev/null; then

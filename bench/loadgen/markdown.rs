@@ -1,0 +1,564 @@
+//! `jecp-bench report`: the Markdown tables of `BENCHMARKS.md`, rendered from
+//! `run --json` documents and criterion's saved estimates, including the
+//! issue targets and whether each is met. Nothing here is typed by hand: a
+//! figure that was not measured says so.
+
+use std::fmt::Write as _;
+
+use crate::args::ReportArgs;
+use crate::criterion_data::{self, CriterionEstimate};
+use crate::driver::ScenarioResult;
+use crate::report::{RunReport, format_us};
+use crate::scenario::ScenarioName;
+
+pub fn run_report(args: &ReportArgs) -> Result<(), String> {
+    let mut runs = Vec::with_capacity(args.runs.len());
+    for path in &args.runs {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("reading {}: {error}", path.display()))?;
+        let run: RunReport = serde_json::from_str(&text)
+            .map_err(|error| format!("{} is not a jecp-bench report: {error}", path.display()))?;
+        runs.push(run);
+    }
+    let criterion = match &args.criterion_dir {
+        Some(dir) if dir.is_dir() => criterion_data::load_dir(dir)?,
+        _ => Vec::new(),
+    };
+    let generated = render(
+        &runs,
+        &criterion,
+        args.commit.as_deref(),
+        args.command.as_deref(),
+    );
+    match &args.into {
+        None => print!("{generated}"),
+        Some(path) => {
+            let document = std::fs::read_to_string(path)
+                .map_err(|error| format!("reading {}: {error}", path.display()))?;
+            let updated = splice(&document, &generated)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            std::fs::write(path, updated)
+                .map_err(|error| format!("writing {}: {error}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub const BEGIN_MARKER: &str = "<!-- BEGIN GENERATED -->";
+pub const END_MARKER: &str = "<!-- END GENERATED -->";
+
+/// Replaces what lies between the markers (exclusive) with `generated`,
+/// leaving the hand-written text around them untouched.
+pub fn splice(document: &str, generated: &str) -> Result<String, String> {
+    let begin = document
+        .find(BEGIN_MARKER)
+        .ok_or(format!("no {BEGIN_MARKER} line"))?;
+    let after_begin = begin + BEGIN_MARKER.len();
+    let end = document[after_begin..]
+        .find(END_MARKER)
+        .map(|offset| after_begin + offset)
+        .ok_or(format!("no {END_MARKER} after {BEGIN_MARKER}"))?;
+    if document[end + END_MARKER.len()..].contains(BEGIN_MARKER) {
+        return Err("more than one generated section".into());
+    }
+    Ok(format!(
+        "{}\n\n{}\n{}",
+        &document[..after_begin],
+        generated.trim_end(),
+        &document[end..]
+    ))
+}
+
+/// `1,234,567`.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `386 ns`, `1.25 µs`, `3.10 ms`.
+pub fn format_ns(nanos: f64) -> String {
+    if nanos < 1_000.0 {
+        format!("{nanos:.0} ns")
+    } else if nanos < 1_000_000.0 {
+        format!("{:.2} µs", nanos / 1_000.0)
+    } else {
+        format!("{:.2} ms", nanos / 1_000_000.0)
+    }
+}
+
+fn mode_of(run: &RunReport) -> &str {
+    if run.hub_durability.starts_with("batched") {
+        "batched"
+    } else if run.hub_durability.starts_with("immediate") {
+        "immediate"
+    } else {
+        "unknown"
+    }
+}
+
+fn find(run: &RunReport, scenario: ScenarioName) -> Option<&ScenarioResult> {
+    run.scenarios
+        .iter()
+        .find(|result| result.scenario == scenario)
+}
+
+fn estimate<'a>(criterion: &'a [CriterionEstimate], id: &str) -> Option<&'a CriterionEstimate> {
+    criterion.iter().find(|estimate| estimate.id == id)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**met**" } else { "**not met**" }
+}
+
+/// One row of the targets table.
+#[derive(Debug, PartialEq)]
+pub struct TargetRow {
+    pub target: String,
+    pub measured: String,
+    pub verdict: String,
+}
+
+fn row(
+    target: impl Into<String>,
+    measured: impl Into<String>,
+    verdict: impl Into<String>,
+) -> TargetRow {
+    TargetRow {
+        target: target.into(),
+        measured: measured.into(),
+        verdict: verdict.into(),
+    }
+}
+
+const NOT_MEASURED: &str = "not measured in this run";
+
+/// The issue 3/4/5 targets against what was measured.
+pub fn target_rows(runs: &[RunReport], criterion: &[CriterionEstimate]) -> Vec<TargetRow> {
+    let mut rows = Vec::new();
+    for mode in ["immediate", "batched"] {
+        let pair = runs
+            .iter()
+            .filter(|run| mode_of(run) == mode)
+            .find_map(|run| {
+                Some((
+                    find(run, ScenarioName::Health)?,
+                    find(run, ScenarioName::InvokeEcho)?,
+                ))
+            });
+        let target = if mode == "immediate" {
+            "Billed `invoke-echo` ≥ 50% of `GET /health` throughput, 256 keep-alive conns, `immediate`, same server and run (issue 5)".to_owned()
+        } else {
+            "Same ratio in `batched` mode (for comparison)".to_owned()
+        };
+        match pair {
+            Some((health, echo)) if health.throughput_per_s > 0.0 => {
+                let ratio = echo.throughput_per_s / health.throughput_per_s;
+                let at_256 = echo.load.concurrency == Some(256);
+                let measured = format!(
+                    "{:.0}% ({} vs {} req/s, {})",
+                    ratio * 100.0,
+                    thousands(echo.throughput_per_s as u64),
+                    thousands(health.throughput_per_s as u64),
+                    echo.load.short()
+                );
+                let judged = if mode != "immediate" {
+                    "—".to_owned()
+                } else if at_256 {
+                    verdict(ratio >= 0.5).to_owned()
+                } else {
+                    format!("{} (not at 256 conns)", verdict(ratio >= 0.5))
+                };
+                rows.push(row(target, measured, judged));
+            }
+            _ => rows.push(row(target, NOT_MEASURED, "—")),
+        }
+    }
+    for mode in ["immediate", "batched"] {
+        let echo = runs
+            .iter()
+            .filter(|run| mode_of(run) == mode)
+            .find_map(|run| find(run, ScenarioName::InvokeEcho));
+        let target = format!("Billed `invoke-echo` p50 / p99, `{mode}` (issue 5)");
+        match echo {
+            Some(echo) => rows.push(row(
+                target,
+                format!(
+                    "{} / {} ({})",
+                    format_us(echo.latency_us.p50_us),
+                    format_us(echo.latency_us.p99_us),
+                    echo.load.short()
+                ),
+                "reported",
+            )),
+            None => rows.push(row(target, NOT_MEASURED, "—")),
+        }
+    }
+    let throughput_target =
+        |rows: &mut Vec<TargetRow>, target: &str, id: &str, minimum: f64| match estimate(
+            criterion, id,
+        ) {
+            Some(found) => rows.push(row(
+                target,
+                format!("{}/s (`{id}`)", thousands(found.ops_per_s() as u64)),
+                verdict(found.ops_per_s() >= minimum),
+            )),
+            None => rows.push(row(target, format!("{NOT_MEASURED} (`{id}`)"), "—")),
+        };
+    throughput_target(
+        &mut rows,
+        "In-memory hold+post ≥ 1,000,000/s on one core (issue 3)",
+        "ledger_in_memory/hold_post",
+        1_000_000.0,
+    );
+    throughput_target(
+        &mut rows,
+        "Durable charges ≥ 100,000/s with 4,096 submitters, `immediate` (issue 3)",
+        "store_durable/immediate/4096",
+        100_000.0,
+    );
+    throughput_target(
+        &mut rows,
+        "Same with `batched` (2 ms fsync interval), for comparison",
+        "store_durable/batched_2ms/4096",
+        100_000.0,
+    );
+    let single = "Single durable charge median ≤ 1.5 × raw 4 KiB fdatasync median (issue 3)";
+    match (
+        estimate(criterion, "store_durable/immediate/1"),
+        estimate(criterion, "disk/fdatasync_4k"),
+    ) {
+        (Some(charge), Some(sync)) if sync.per_op_ns() > 0.0 => {
+            let ratio = charge.per_op_ns() / sync.per_op_ns();
+            rows.push(row(
+                single,
+                format!(
+                    "{ratio:.2} × ({} vs {})",
+                    format_ns(charge.per_op_ns()),
+                    format_ns(sync.per_op_ns())
+                ),
+                verdict(ratio <= 1.5),
+            ));
+        }
+        _ => rows.push(row(
+            single,
+            format!("{NOT_MEASURED} (`store_durable/immediate/1`, `disk/fdatasync_4k`)"),
+            "—",
+        )),
+    }
+    for (target, id) in [
+        (
+            "Key verification per op, 10k agents (issue 4)",
+            "authenticate/valid_key_10k_agents",
+        ),
+        (
+            "Provenance v2 verification per op (issue 4)",
+            "provenance/verify_v2",
+        ),
+    ] {
+        match estimate(criterion, id) {
+            Some(found) => rows.push(row(
+                target,
+                format!("{} (`{id}`)", format_ns(found.per_op_ns())),
+                "reported",
+            )),
+            None => rows.push(row(target, format!("{NOT_MEASURED} (`{id}`)"), "—")),
+        }
+    }
+    rows
+}
+
+/// The whole generated section.
+pub fn render(
+    runs: &[RunReport],
+    criterion: &[CriterionEstimate],
+    commit: Option<&str>,
+    command: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let started = runs
+        .iter()
+        .map(|run| run.started_at.as_str())
+        .min()
+        .unwrap_or("no load runs");
+    let _ = writeln!(
+        out,
+        "_Generated from the runs started {started}{}{}._\n",
+        commit
+            .map(|c| format!(", commit `{c}`"))
+            .unwrap_or_default(),
+        command.map(|c| format!(", by `{c}`")).unwrap_or_default(),
+    );
+    if let Some(run) = runs.first() {
+        let machine = &run.machine;
+        let loads: Vec<String> = runs
+            .iter()
+            .filter_map(|run| run.machine.load_average_1m)
+            .map(|load| format!("{load:.2}"))
+            .collect();
+        let load_note = if loads.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " 1-minute load average as each load run started: {}.",
+                loads.join(", ")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "**Machine:** {} cores, {}, kernel {} ({}). The load generator ({} client thread{}) and the Hub share these cores.{load_note}\n",
+            machine.cores,
+            machine.cpu_model,
+            machine.kernel,
+            machine.os,
+            run.client_threads,
+            if run.client_threads == 1 { "" } else { "s" }
+        );
+    }
+
+    out.push_str("### Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
+    for target in target_rows(runs, criterion) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            target.target, target.measured, target.verdict
+        );
+    }
+
+    out.push_str("\n### HTTP scenarios (`jecp-bench run`)\n\n");
+    out.push_str("| durability | scenario | load | requests | req/s | p50 | p90 | p99 | p99.9 | errors by code |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    for run in runs {
+        for result in &run.scenarios {
+            let latency = &result.latency_us;
+            let errors = if result.errors_by_code.is_empty() {
+                "none".to_owned()
+            } else {
+                result
+                    .errors_by_code
+                    .iter()
+                    .map(|(code, count)| format!("{code} {}", thousands(*count)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let unexpected = if result.unexpected > 0 {
+                format!(" ({} unexpected)", thousands(result.unexpected))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors}{unexpected} |",
+                run.hub_durability,
+                result.scenario.as_str(),
+                result.load.short(),
+                thousands(result.requests),
+                thousands(result.throughput_per_s as u64),
+                format_us(latency.p50_us),
+                format_us(latency.p90_us),
+                format_us(latency.p99_us),
+                format_us(latency.p999_us),
+            );
+        }
+    }
+
+    out.push_str("\n### Micro-benchmarks (criterion, median per iteration [95% CI])\n\n");
+    if criterion.is_empty() {
+        out.push_str("No criterion results were found.\n");
+    } else {
+        out.push_str("| benchmark | median | 95% CI | ops/s |\n|---|---:|---|---:|\n");
+        for found in criterion {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | [{}, {}] | {} |",
+                found.id,
+                format_ns(found.median_ns),
+                format_ns(found.median_low_ns),
+                format_ns(found.median_high_ns),
+                thousands(found.ops_per_s() as u64)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::args::LoadShape;
+    use crate::driver::LoadDescription;
+    use crate::machine::Machine;
+    use crate::stats::LatencySummary;
+
+    fn result(scenario: ScenarioName, throughput_per_s: f64) -> ScenarioResult {
+        ScenarioResult {
+            scenario,
+            load: LoadDescription::of(LoadShape::Closed { concurrency: 256 }),
+            warmup_s: 1.0,
+            measured_s: 5.0,
+            requests: (throughput_per_s * 5.0) as u64,
+            ok: (throughput_per_s * 5.0) as u64,
+            errors: 0,
+            unexpected: 0,
+            throughput_per_s,
+            latency_us: LatencySummary {
+                p50_us: 900,
+                p90_us: 1_500,
+                p99_us: 4_000,
+                p999_us: 9_000,
+                max_us: 12_000,
+                mean_us: 1_000.0,
+            },
+            errors_by_code: BTreeMap::new(),
+        }
+    }
+
+    fn run(durability: &str, health: f64, echo: f64) -> RunReport {
+        RunReport {
+            format: crate::report::REPORT_FORMAT,
+            started_at: "2026-11-25T13:30:00Z".into(),
+            target: "spawned".into(),
+            hub_durability: durability.into(),
+            agents: 32,
+            client_threads: 1,
+            machine: Machine {
+                cores: 2,
+                kernel: "6.1".into(),
+                cpu_model: "Example CPU".into(),
+                os: "linux".into(),
+                load_average_1m: Some(1.25),
+            },
+            scenarios: vec![
+                result(ScenarioName::Health, health),
+                result(ScenarioName::InvokeEcho, echo),
+            ],
+        }
+    }
+
+    fn criterion_entry(id: &str, median_ns: f64) -> CriterionEstimate {
+        CriterionEstimate {
+            id: id.into(),
+            median_ns,
+            median_low_ns: median_ns * 0.9,
+            median_high_ns: median_ns * 1.1,
+            elements: Some(1),
+        }
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_section() {
+        let document = "# Title\n\nintro\n<!-- BEGIN GENERATED -->\nold table\n<!-- END GENERATED -->\n\noutro\n";
+        let updated = splice(document, "new table\n").unwrap();
+        assert_eq!(
+            updated,
+            "# Title\n\nintro\n<!-- BEGIN GENERATED -->\n\nnew table\n<!-- END GENERATED -->\n\noutro\n"
+        );
+        // Splicing again gives the same document (stable regeneration).
+        assert_eq!(splice(&updated, "new table").unwrap(), updated);
+        assert!(splice("no markers", "x").unwrap_err().contains("BEGIN"));
+        assert!(
+            splice("<!-- BEGIN GENERATED -->", "x")
+                .unwrap_err()
+                .contains("END")
+        );
+        let twice = format!("{document}{document}");
+        assert!(splice(&twice, "x").unwrap_err().contains("more than one"));
+    }
+
+    #[test]
+    fn numbers_are_grouped_and_times_scaled() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(format_ns(386.4), "386 ns");
+        assert_eq!(format_ns(1_250.0), "1.25 µs");
+        assert_eq!(format_ns(3_100_000.0), "3.10 ms");
+    }
+
+    #[test]
+    fn throughput_ratio_target_is_judged_per_mode() {
+        let runs = [
+            run("immediate", 10_000.0, 6_000.0),
+            run("batched(5ms)", 10_000.0, 4_000.0),
+        ];
+        let rows = target_rows(&runs, &[]);
+        assert_eq!(rows[0].measured, "60% (6,000 vs 10,000 req/s, 256 conns)");
+        assert_eq!(rows[0].verdict, "**met**");
+        assert!(rows[1].measured.starts_with("40%"), "{:?}", rows[1]);
+        assert_eq!(rows[1].verdict, "—");
+        assert_eq!(rows[2].measured, "900 µs / 4.00 ms (256 conns)");
+
+        let slow = [run("immediate", 10_000.0, 4_000.0)];
+        assert_eq!(target_rows(&slow, &[])[0].verdict, "**not met**");
+    }
+
+    #[test]
+    fn criterion_targets_use_the_named_benchmarks() {
+        let criterion = [
+            criterion_entry("ledger_in_memory/hold_post", 500.0),
+            criterion_entry("store_durable/immediate/4096", 20_000.0),
+            criterion_entry("store_durable/immediate/1", 1_200_000.0),
+            criterion_entry("disk/fdatasync_4k", 1_000_000.0),
+            criterion_entry("authenticate/valid_key_10k_agents", 386.0),
+        ];
+        let rows = target_rows(&[], &criterion);
+        let by_target = |prefix: &str| {
+            rows.iter()
+                .find(|row| row.target.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no row {prefix}"))
+        };
+        let memory = by_target("In-memory");
+        assert_eq!(
+            memory.measured,
+            "2,000,000/s (`ledger_in_memory/hold_post`)"
+        );
+        assert_eq!(memory.verdict, "**met**");
+        let durable = by_target("Durable charges");
+        assert_eq!(durable.verdict, "**not met**");
+        let single = by_target("Single durable");
+        assert!(single.measured.starts_with("1.20 ×"), "{single:?}");
+        assert_eq!(single.verdict, "**met**");
+        assert!(
+            by_target("Same with `batched`")
+                .measured
+                .starts_with(NOT_MEASURED)
+        );
+        assert_eq!(
+            by_target("Key verification").measured,
+            "386 ns (`authenticate/valid_key_10k_agents`)"
+        );
+        assert!(by_target("Provenance").measured.starts_with(NOT_MEASURED));
+        assert!(
+            by_target("Billed `invoke-echo` ≥")
+                .measured
+                .starts_with(NOT_MEASURED)
+        );
+    }
+
+    #[test]
+    fn rendered_section_has_every_table_and_the_provenance_line() {
+        let runs = [run("immediate", 10_000.0, 6_000.0)];
+        let criterion = [criterion_entry("envelope/parse_valid", 1_500.0)];
+        let text = render(&runs, &criterion, Some("abc1234"), Some("bench/run.sh"));
+        assert!(text.starts_with("_Generated from the runs started 2026-11-25T13:30:00Z, commit `abc1234`, by `bench/run.sh`._"), "{text}");
+        assert!(
+            text.contains("**Machine:** 2 cores, Example CPU, kernel 6.1"),
+            "{text}"
+        );
+        assert!(text.contains("### Targets"), "{text}");
+        assert!(text.contains("| immediate | invoke-echo | 256 conns | 30,000 | 6,000 | 900 µs | 1.50 ms | 4.00 ms | 9.00 ms | none |"), "{text}");
+        assert!(
+            text.contains("| `envelope/parse_valid` | 1.50 µs | [1.35 µs, 1.65 µs] | 666,666 |"),
+            "{text}"
+        );
+    }
+}

@@ -2,8 +2,10 @@
 //! [`FileBackend`] whose writes and syncs fail while a shared switch is armed.
 //!
 //! Production passes no switch and the wrapper only forwards. Tests arm the
-//! switch to simulate a full disk (`ENOSPC`) and check that a failed commit
-//! fails its waiters and leaves memory equal to disk.
+//! switch ([`FaultKind`]) to simulate a full disk (`ENOSPC`), a failing write or
+//! a failing fsync (`EIO`) and check that a failed commit fails its waiters and
+//! leaves memory equal to disk. A running Hub takes a switch through
+//! `Running::start_with_fault` / `Hub::open_with_fault`.
 
 use std::fmt;
 use std::fs::File;

@@ -195,15 +195,11 @@ async fn fsync_error_degrades_and_recovers() {
     fault_round_trip(FaultKind::SyncError, false).await;
 }
 
-/// Known bug found by this suite (reported to the lead, issue 9): when a
-/// commit's fsync fails, the batch's pages still reach the file. The writer
-/// answers the call 503 and rolls memory back, but the reopen after the fault
-/// clears finds the batch on disk and reloads the ledger from it — without the
-/// hub's in-memory idempotency table learning the stored record — so the
-/// client's retry under the same id is charged a second time (3 calls booked
-/// for 2 acknowledged). Un-ignore once the writer reconciles that case.
+/// When a commit's fsync fails, the batch's pages may still reach the file:
+/// the caller was answered 503, and the reopen after the fault clears finds
+/// the charge on disk. The store knows the stored idempotency key and answers
+/// the retry with the stored response instead of charging again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a call refused on fsync error is charged again on retry"]
 async fn fsync_error_charges_a_retried_call_exactly_once() {
     fault_round_trip(FaultKind::SyncError, true).await;
 }

@@ -399,7 +399,10 @@ impl Hub {
                 };
                 match self.store.hold(wallet, action.price) {
                     Ok(hold) => Funding::Held { hold, method },
-                    Err(StoreError::Ledger(LedgerError::InsufficientFunds { required, available })) => {
+                    Err(StoreError::Ledger(LedgerError::InsufficientFunds {
+                        required,
+                        available,
+                    })) => {
                         return Err(fail(insufficient_balance(required, available, &self.links)));
                     }
                     Err(error) => return Err(fail(error.to_jecp())),
@@ -512,6 +515,19 @@ impl Hub {
         drop(free_reservation);
         match outcome {
             Ok(StoreReply::Posted(_)) => {}
+            Ok(StoreReply::Replayed(record)) => {
+                // An earlier attempt's charge reached the store after all (its
+                // caller saw a 503): answer with it; nothing was charged now.
+                if record.fingerprint != request_fingerprint {
+                    return Err(fail(JecpError::new(
+                        ErrorCode::DuplicateRequest,
+                        "this id was already used for a different request; use a new id",
+                    )));
+                }
+                let stored = Arc::new(StoredResponse::from_record(record));
+                leader.finish(stored.clone());
+                return Ok(replay(&stored));
+            }
             Ok(other) => {
                 tracing::error!(?other, "writer answered a charge with an unexpected reply");
                 return Err(fail(JecpError::internal()));
@@ -807,21 +823,26 @@ impl SuccessContext {
         body_slot: Arc<OnceLock<Bytes>>,
     ) -> crate::store::IdempotencyRecorder {
         let context = self.clone();
-        crate::store::IdempotencyRecorder::new(move |posted: &Posted| {
-            let body =
-                Bytes::from(serde_json::to_vec(&context.body(method, posted)).unwrap_or_default());
-            let _ = body_slot.set(body.clone());
-            IdempotencyRecord {
-                agent_id: context.agent_id,
-                request_key: context.request_key,
-                fingerprint: context.fingerprint,
-                http_status: 200,
-                body: body.to_vec(),
-                headers: context.headers,
-                created_at_s: context.created_at_s,
-                expires_at_s: context.expires_at_s,
-            }
-        })
+        crate::store::IdempotencyRecorder::new(
+            self.agent_id.clone(),
+            self.request_key.clone(),
+            move |posted: &Posted| {
+                let body = Bytes::from(
+                    serde_json::to_vec(&context.body(method, posted)).unwrap_or_default(),
+                );
+                let _ = body_slot.set(body.clone());
+                IdempotencyRecord {
+                    agent_id: context.agent_id,
+                    request_key: context.request_key,
+                    fingerprint: context.fingerprint,
+                    http_status: 200,
+                    body: body.to_vec(),
+                    headers: context.headers,
+                    created_at_s: context.created_at_s,
+                    expires_at_s: context.expires_at_s,
+                }
+            },
+        )
     }
 
     fn body(&self, method: ChargeMethod, posted: &Posted) -> Value {

@@ -233,28 +233,53 @@ fn ledger_error_to_jecp(error: &LedgerError) -> JecpError {
 /// Builds the idempotency record of a charge from the posted result, on the
 /// writer thread, so the stored response can name the transaction id and the
 /// balance after it and still be written in the charge's own commit.
-pub struct IdempotencyRecorder(Box<dyn FnOnce(&Posted) -> IdempotencyRecord + Send>);
+///
+/// The key `(agent_id, request_key)` is known up front: the writer refuses to
+/// charge twice under one key (see [`Reply::Replayed`]), which makes
+/// idempotency a property of the store, not only of the Hub's memory.
+pub struct IdempotencyRecorder {
+    agent_id: String,
+    request_key: String,
+    build: Box<dyn FnOnce(&Posted) -> IdempotencyRecord + Send>,
+}
 
 impl IdempotencyRecorder {
     pub fn new(
+        agent_id: String,
+        request_key: String,
         build: impl FnOnce(&Posted) -> IdempotencyRecord + Send + 'static,
     ) -> IdempotencyRecorder {
-        IdempotencyRecorder(Box::new(build))
+        IdempotencyRecorder {
+            agent_id,
+            request_key,
+            build: Box::new(build),
+        }
     }
 
     /// A record known before the charge (tests, non-billing writes).
     pub fn fixed(record: IdempotencyRecord) -> IdempotencyRecorder {
-        IdempotencyRecorder::new(move |_| record)
+        IdempotencyRecorder::new(
+            record.agent_id.clone(),
+            record.request_key.clone(),
+            move |_| record,
+        )
+    }
+
+    pub fn key(&self) -> (&str, &str) {
+        (&self.agent_id, &self.request_key)
     }
 
     pub fn build(self, posted: &Posted) -> IdempotencyRecord {
-        (self.0)(posted)
+        (self.build)(posted)
     }
 }
 
 impl std::fmt::Debug for IdempotencyRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdempotencyRecorder")
+        f.debug_struct("IdempotencyRecorder")
+            .field("agent_id", &self.agent_id)
+            .field("request_key", &self.request_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -320,6 +345,10 @@ pub enum Reply {
     AlreadyCredited,
     Posted(Posted),
     History(Vec<Transfer>),
+    /// A charge under this idempotency key is already stored (its commit may
+    /// have reached the file although its caller was told it failed); nothing
+    /// was charged now, the hold was released, and this is the stored answer.
+    Replayed(IdempotencyRecord),
 }
 
 /// Store state for `/health`.
@@ -518,8 +547,13 @@ impl Store {
             last_error: Mutex::new(None),
             last_commit: Mutex::new(None),
         });
+        let idempotency_index = db
+            .begin_read()
+            .map_err(|e| tables::redb_error("indexing idempotency records", e))
+            .and_then(|txn| tables::idempotency_index(&txn))?;
         let writer = writer::Writer::new(
             db,
+            idempotency_index,
             path,
             options.fault,
             Arc::clone(&ledger),
@@ -588,13 +622,21 @@ impl Store {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        let mut ledger = self.inner.ledger.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ledger = self
+            .inner
+            .ledger
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         ledger.hold(wallet, amount).map_err(StoreError::Ledger)
     }
 
     /// Releases a hold directly in memory (see [`Store::hold`]).
     pub fn void(&self, hold: HoldId) -> Result<(), StoreError> {
-        let mut ledger = self.inner.ledger.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ledger = self
+            .inner
+            .ledger
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         ledger.void(hold).map_err(StoreError::Ledger)
     }
 

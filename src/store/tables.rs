@@ -290,6 +290,56 @@ where
     Ok(records)
 }
 
+/// Where each live idempotency record sits in the log: `(agent, request key)`
+/// → (log key, expiry), so the writer can refuse a second charge under a key.
+pub type IdempotencyIndex = std::collections::HashMap<(String, String), (u128, i64)>;
+
+pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
+    let mut index = IdempotencyIndex::new();
+    let Some(table) = open_table(txn, IDEMPOTENCY)? else {
+        return Ok(index);
+    };
+    for entry in table
+        .iter()
+        .map_err(|e| redb_error("indexing idempotency records", e))?
+    {
+        let (key, value) = entry.map_err(|e| redb_error("indexing idempotency records", e))?;
+        let key = key.value();
+        let record: IdempotencyRecord = decode(
+            "idempotency_log",
+            &format_args!("{key:032x}"),
+            value.value(),
+        )?;
+        index.insert(
+            (record.agent_id, record.request_key),
+            (key, record.expires_at_s),
+        );
+    }
+    Ok(index)
+}
+
+/// One idempotency record by its log key.
+pub fn read_idempotency(
+    txn: &ReadTransaction,
+    key: u128,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let Some(table) = open_table(txn, IDEMPOTENCY)? else {
+        return Ok(None);
+    };
+    let value = table
+        .get(key)
+        .map_err(|e| redb_error("reading an idempotency record", e))?;
+    value
+        .map(|value| {
+            decode(
+                "idempotency_log",
+                &format_args!("{key:032x}"),
+                value.value(),
+            )
+        })
+        .transpose()
+}
+
 fn read_log<T>(
     txn: &ReadTransaction,
     definition: TableDefinition<u128, &[u8]>,
@@ -304,9 +354,16 @@ where
         return Ok(Vec::new());
     };
     let mut records = Vec::new();
-    for entry in table.iter().map_err(|e| redb_error(&format!("reading {name}"), e))? {
+    for entry in table
+        .iter()
+        .map_err(|e| redb_error(&format!("reading {name}"), e))?
+    {
         let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
-        records.push(decode(name, &format_args!("{:032x}", key.value()), value.value())?);
+        records.push(decode(
+            name,
+            &format_args!("{:032x}", key.value()),
+            value.value(),
+        )?);
     }
     Ok(records)
 }

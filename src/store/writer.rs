@@ -32,6 +32,10 @@ struct Pending {
 
 pub(super) struct Writer {
     db: Option<Database>,
+    /// Live idempotency keys on disk; a second charge under one is refused.
+    idempotency_index: tables::IdempotencyIndex,
+    /// Index entries of the batch being committed, added on success.
+    index_staging: Vec<((String, String), (u128, i64))>,
     path: PathBuf,
     fault: Option<FaultSwitch>,
     ledger: Arc<RwLock<Ledger>>,
@@ -45,6 +49,10 @@ pub(super) struct Writer {
     pending_buffer: Vec<Pending>,
     effects_buffer: Vec<Effect>,
 }
+
+/// How often an unhealthy store tries a durable commit to learn whether the
+/// fault has cleared.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -71,6 +79,7 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         db: Database,
+        idempotency_index: tables::IdempotencyIndex,
         path: PathBuf,
         fault: Option<FaultSwitch>,
         ledger: Arc<RwLock<Ledger>>,
@@ -81,6 +90,8 @@ impl Writer {
     ) -> Writer {
         Writer {
             db: Some(db),
+            idempotency_index,
+            index_staging: Vec::new(),
             path,
             fault,
             ledger,
@@ -104,6 +115,11 @@ impl Writer {
                 {
                     Ok(job) => Some(job),
                     Err(RecvTimeoutError::Timeout) => {
+                        // A durable commit of the sequence number: the batched
+                        // fsync, or the health probe after a fault.
+                        if self.db.is_none() && self.ensure_database(false).is_err() {
+                            continue;
+                        }
                         self.sync();
                         continue;
                     }
@@ -148,6 +164,44 @@ impl Writer {
         }
     }
 
+    /// The stored answer when `command` would charge under an idempotency key
+    /// that already has a live record on disk, or that an earlier command of
+    /// this batch uses. Such a record exists when a commit reached the file
+    /// although its callers were told it failed: the retry must not charge again.
+    fn already_charged(&self, command: &Command, now_s: i64) -> Option<Result<Reply, StoreError>> {
+        let recorder = match command {
+            Command::Post {
+                idempotency: Some(recorder),
+                ..
+            }
+            | Command::ChargeFree {
+                idempotency: Some(recorder),
+                ..
+            } => recorder,
+            _ => return None,
+        };
+        let (agent_id, request_key) = recorder.key();
+        if let Some((log_key, expires_at_s)) = self
+            .idempotency_index
+            .get(&(agent_id.to_owned(), request_key.to_owned()))
+            && *expires_at_s > now_s
+        {
+            let db = self.db.as_ref()?;
+            let found = db
+                .begin_read()
+                .map_err(|e| redb_error("reading an idempotency record", e))
+                .and_then(|txn| tables::read_idempotency(&txn, *log_key));
+            return Some(match found {
+                Ok(Some(record)) => Ok(Reply::Replayed(record)),
+                Ok(None) => Err(StoreError::Corrupt(format!(
+                    "idempotency log key {log_key:032x} vanished"
+                ))),
+                Err(error) => Err(error),
+            });
+        }
+        None
+    }
+
     fn read_history(
         &self,
         wallet: AccountId,
@@ -164,12 +218,21 @@ impl Writer {
         tables::wallet_history(&txn, wallet, before, limit).map(Reply::History)
     }
 
+    /// When the loop must wake without work: the batched-mode fsync, or,
+    /// while the store is unhealthy, the next probe commit (so the store
+    /// recovers by itself once the fault clears, even with no writes queued).
     fn fsync_deadline(&self) -> Option<Instant> {
-        match (self.durability, self.unsynced_since) {
+        let sync = match (self.durability, self.unsynced_since) {
             (Durability::Batched { fsync_interval_ms }, Some(since)) => {
                 Some(since + Duration::from_millis(fsync_interval_ms))
             }
             _ => None,
+        };
+        let probe = (!self.shared.healthy.load(Ordering::Acquire))
+            .then(|| Instant::now() + HEALTH_PROBE_INTERVAL);
+        match (sync, probe) {
+            (Some(sync), Some(probe)) => Some(sync.min(probe)),
+            (sync, probe) => sync.or(probe),
         }
     }
 
@@ -204,6 +267,14 @@ impl Writer {
                     reply(waiter, self.read_history(wallet, before, limit));
                     continue;
                 }
+                if let Some(stored) = self.already_charged(&command, now_ms.div_euclid(1000)) {
+                    // Release what the duplicate reserved; the first charge stands.
+                    if let Command::Post { hold, .. } = &command {
+                        let _ = ledger.void(*hold);
+                    }
+                    reply(waiter, stored);
+                    continue;
+                }
                 match apply(&mut ledger, command, now_ms, &mut effects) {
                     // Memory-only work and ledger refusals need no commit: answer now.
                     Applied::Now(result) => reply(waiter, result),
@@ -231,11 +302,22 @@ impl Writer {
                 .map(AccountRecord::from)
                 .collect();
         }
-        // The ledger lock is released during the commit so readers never wait
-        // on an fsync; this thread is the only mutator, so nothing can change
-        // the ledger before the batch is committed or rolled back below.
+        // The ledger lock is released during the commit so readers and holds
+        // never wait on an fsync. Only this thread posts, credits or opens
+        // accounts; holds and voids taken meanwhile (`Store::hold`) touch only
+        // pending amounts, which the journal's rollback handles.
         match self.commit(&rows, &pending, &effects) {
             Ok(()) => {
+                for (key, location) in self.index_staging.drain(..) {
+                    self.idempotency_index.insert(key, location);
+                }
+                if let Some(now_s) = effects.iter().find_map(|effect| match effect {
+                    Effect::Sweep { now_s } => Some(*now_s),
+                    _ => None,
+                }) {
+                    self.idempotency_index
+                        .retain(|_, (_, expires_at_s)| *expires_at_s > now_s);
+                }
                 self.lock_ledger().commit_batch();
                 self.record_success();
                 for Pending { waiter, result } in pending.drain(..) {
@@ -244,6 +326,7 @@ impl Writer {
             }
             Err(error) => {
                 let message = error.to_string();
+                self.index_staging.clear();
                 self.recover(&message);
                 for Pending { waiter, .. } in pending.drain(..) {
                     reply(waiter, Err(StoreError::Degraded(message.clone())));
@@ -344,8 +427,13 @@ impl Writer {
                             .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Idempotency(record) => {
+                        let log_key = next_log_key();
+                        self.index_staging.push((
+                            (record.agent_id.clone(), record.request_key.clone()),
+                            (log_key, record.expires_at_s),
+                        ));
                         idempotency
-                            .insert(next_log_key(), encode(record)?.as_slice())
+                            .insert(log_key, encode(record)?.as_slice())
                             .map_err(|e| redb_error(context, e))?;
                     }
                     Effect::Nonce(record) => {
@@ -522,6 +610,16 @@ impl Writer {
             }
         }
         drop(ledger);
+        // Whatever reached the file is what counts: re-read which idempotency
+        // keys are stored, including those of a batch reported as failed.
+        match db
+            .begin_read()
+            .map_err(|e| redb_error("indexing idempotency records", e))
+            .and_then(|txn| tables::idempotency_index(&txn))
+        {
+            Ok(index) => self.idempotency_index = index,
+            Err(error) => return Err(format!("cannot index the reopened store: {error}")),
+        }
         self.db = Some(db);
         Ok(())
     }

@@ -448,6 +448,14 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
         .collect();
     assert_eq!(sources, ["stripe", "stripe"]);
     assert_eq!(hub.ledger_violations(), 0);
+
+    // `ledger verify` on the stopped Hub's data directory.
+    let TestHub { running, dir, .. } =
+        Arc::try_unwrap(hub).unwrap_or_else(|_| panic!("deliveries finished"));
+    running.stop().await.unwrap();
+    let report = jecp_hub::store::admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.balance_sum, 0);
 }
 
 #[tokio::test]

@@ -119,15 +119,11 @@ fn run_charges(
                 let share = total / submitters + u64::from(task < total % submitters);
                 tokio::spawn(async move {
                     for _ in 0..share {
-                        let Ok(Reply::Held(hold)) = store
-                            .execute(Command::Hold {
-                                wallet: WALLET,
-                                amount: Micros::new(5).unwrap(),
-                            })
-                            .await
-                        else {
-                            panic!("hold refused")
-                        };
+                        // As the Hub does: the hold is taken in memory, the
+                        // post is the durable commit.
+                        let hold = store
+                            .hold(WALLET, Micros::new(5).unwrap())
+                            .expect("hold refused");
                         let request = format!("req-{}", sequence.fetch_add(1, Ordering::Relaxed));
                         let posted = store
                             .execute(Command::Post {

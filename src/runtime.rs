@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::{self, App, ServerLimits};
-use crate::hub::{Hub, StartError};
+use crate::hub::{Hub, HubSeams, StartError};
 
 /// A Hub serving HTTP in the current tokio runtime.
 #[derive(Debug)]
@@ -30,9 +30,21 @@ impl Running {
 
     /// [`Running::start`] with the store behind a fault switch (for tests).
     pub async fn start_with_fault(
-        mut config: Config,
+        config: Config,
         fault: Option<crate::store::FaultSwitch>,
     ) -> Result<Running, StartError> {
+        Running::start_with(
+            config,
+            HubSeams {
+                fault,
+                catalog: None,
+            },
+        )
+        .await
+    }
+
+    /// [`Running::start`] with test seams (see [`HubSeams`]).
+    pub async fn start_with(mut config: Config, seams: HubSeams) -> Result<Running, StartError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|error| {
@@ -42,7 +54,7 @@ impl Running {
             .local_addr()
             .map_err(|error| StartError::new(format!("cannot read the bound address: {error}")))?;
         config.set_bound_address(addr);
-        Running::serve_with_fault(listener, config, std::future::pending(), fault)
+        Running::serve_with(listener, config, std::future::pending(), seams)
     }
 
     /// Serves on an already bound listener until `shutdown` completes or
@@ -52,20 +64,20 @@ impl Running {
         config: Config,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Running, StartError> {
-        Running::serve_with_fault(listener, config, shutdown, None)
+        Running::serve_with(listener, config, shutdown, HubSeams::default())
     }
 
-    fn serve_with_fault(
+    fn serve_with(
         listener: tokio::net::TcpListener,
         config: Config,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        fault: Option<crate::store::FaultSwitch>,
+        seams: HubSeams,
     ) -> Result<Running, StartError> {
         let addr = listener
             .local_addr()
             .map_err(|error| StartError::new(format!("cannot read the bound address: {error}")))?;
         let limits = ServerLimits::from_config(&config);
-        let hub = Hub::open_with_fault(config, fault)?;
+        let hub = Hub::open_with(config, seams)?;
         let app = Arc::new(App::for_hub(hub.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let signal = async move {

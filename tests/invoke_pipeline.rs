@@ -815,3 +815,68 @@ async fn a_stream_request_for_a_non_streaming_action_gets_406() {
         200
     );
 }
+
+/// A handler whose output breaks its own output schema: 502 OUTPUT_INVALID,
+/// the hold is voided, the wallet and the call count are untouched, and the
+/// same id can be retried (nothing was stored).
+#[tokio::test]
+async fn schema_invalid_output_costs_nothing() {
+    fn broken_hash(_: &Value) -> Result<Value, jecp_hub::catalog::HandlerError> {
+        Ok(json!({"not": "what the output schema promises"}))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.free_calls_per_agent = 0;
+    let mut catalog =
+        jecp_hub::catalog::Catalog::builtin("hub", "http://127.0.0.1", &Default::default())
+            .unwrap();
+    assert!(catalog.replace_handler("hub/utility", "hash", broken_hash));
+    let running = jecp_hub::runtime::Running::start_with(
+        config,
+        jecp_hub::hub::HubSeams {
+            catalog: Some(catalog),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let hub = TestHub {
+        running,
+        client,
+        dir,
+    };
+    let agent = hub.register("broken-output-agent").await;
+    hub.credit(&agent.0, Micros::from_usdc(1)).await;
+    for _ in 0..2 {
+        let response = hub
+            .invoke(
+                &agent,
+                "broken-0001",
+                "utility",
+                "hash",
+                json!({"text": "abc"}),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            502,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_eq!(response.json()["error"]["code"], "OUTPUT_INVALID");
+    }
+    assert_eq!(hub.available(&agent.0), Micros::from_usdc(1));
+    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    assert_eq!(me["total_calls"], 0);
+    assert_eq!(me["pending_usdc"], json!(0));
+    assert_eq!(hub.ledger_violations(), 0);
+    // The untouched action still works and charges.
+    assert_eq!(
+        hub.invoke(&agent, "broken-0002", "utility", "echo", json!({}))
+            .await
+            .status,
+        200
+    );
+}

@@ -55,6 +55,31 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Replaces one action's handler; `false` when there is no such action.
+    /// A test seam (a handler that misbehaves on purpose proves the pipeline
+    /// never charges for broken output); production code never calls it.
+    #[doc(hidden)]
+    pub fn replace_handler(
+        &mut self,
+        capability_id: &str,
+        action_name: &str,
+        handler: fn(&Value) -> Result<Value, HandlerError>,
+    ) -> bool {
+        let action = self
+            .capabilities
+            .iter_mut()
+            .filter(|capability| capability.id == capability_id)
+            .flat_map(|capability| capability.actions.iter_mut())
+            .find(|action| action.name == action_name);
+        match action {
+            Some(action) => {
+                action.handler = handler;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The built-ins under `hub_namespace`, with `overrides` applied. Compiles
     /// every schema and checks every example. `Err` names what is wrong (a bad
     /// namespace or URL, or the override that names nothing or does not parse).

@@ -61,6 +61,15 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// Substitutes tests can give [`Hub::open_with`]; both `None` in production.
+#[derive(Debug, Default)]
+pub struct HubSeams {
+    /// Makes the store's writes or syncs fail on demand.
+    pub fault: Option<crate::store::FaultSwitch>,
+    /// A catalog to serve instead of the built-ins from configuration.
+    pub catalog: Option<Catalog>,
+}
+
 /// Why the Hub could not start.
 #[derive(Debug)]
 pub struct StartError {
@@ -99,6 +108,22 @@ impl Hub {
         config: Config,
         fault: Option<crate::store::FaultSwitch>,
     ) -> Result<Arc<Hub>, StartError> {
+        Hub::open_with(
+            config,
+            HubSeams {
+                fault,
+                catalog: None,
+            },
+        )
+    }
+
+    /// [`Hub::open`] with test seams: a fault switch under the store, and/or a
+    /// catalog built by the caller instead of from `config.catalog`.
+    pub fn open_with(config: Config, seams: HubSeams) -> Result<Arc<Hub>, StartError> {
+        let HubSeams {
+            fault,
+            catalog: given_catalog,
+        } = seams;
         std::fs::create_dir_all(&config.data_dir).map_err(|error| {
             StartError::new(format!(
                 "cannot create data directory {}: {error}",
@@ -116,8 +141,11 @@ impl Hub {
             .clone()
             .try_into()
             .map_err(|error| StartError::new(format!("invalid config: catalog: {error}")))?;
-        let catalog = Catalog::builtin(&config.hub_namespace, &config.public_url, &overrides)
-            .map_err(|error| StartError::new(format!("invalid config: catalog: {error}")))?;
+        let catalog = match given_catalog {
+            Some(catalog) => catalog,
+            None => Catalog::builtin(&config.hub_namespace, &config.public_url, &overrides)
+                .map_err(|error| StartError::new(format!("invalid config: catalog: {error}")))?,
+        };
         let stripe = funding::stripe_client(&config)
             .map_err(|error| StartError::new(format!("invalid config: stripe: {error}")))?;
         let durability = match config.durability {

@@ -258,8 +258,8 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     };
     if with_records {
         state.agents = read_all(txn, AGENTS, "agents")?;
-        state.idempotency = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
-        state.nonces = read_log(txn, NONCES, "nonce_log")?;
+        state.idempotency = without_keys(read_log(txn, IDEMPOTENCY, "idempotency_log")?);
+        state.nonces = without_keys(read_log(txn, NONCES, "nonce_log")?);
     }
     Ok(state)
 }
@@ -295,27 +295,16 @@ where
 pub type IdempotencyIndex = std::collections::HashMap<(String, String), (u128, i64)>;
 
 pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
-    let mut index = IdempotencyIndex::new();
-    let Some(table) = open_table(txn, IDEMPOTENCY)? else {
-        return Ok(index);
-    };
-    for entry in table
-        .iter()
-        .map_err(|e| redb_error("indexing idempotency records", e))?
-    {
-        let (key, value) = entry.map_err(|e| redb_error("indexing idempotency records", e))?;
-        let key = key.value();
-        let record: IdempotencyRecord = decode(
-            "idempotency_log",
-            &format_args!("{key:032x}"),
-            value.value(),
-        )?;
-        index.insert(
-            (record.agent_id, record.request_key),
-            (key, record.expires_at_s),
-        );
-    }
-    Ok(index)
+    let rows: Vec<(u128, IdempotencyRecord)> = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, record)| {
+            (
+                (record.agent_id, record.request_key),
+                (key, record.expires_at_s),
+            )
+        })
+        .collect())
 }
 
 /// One idempotency record by its log key.
@@ -340,11 +329,12 @@ pub fn read_idempotency(
         .transpose()
 }
 
+/// Every row of a write-ordered log table, with its log key, oldest first.
 fn read_log<T>(
     txn: &ReadTransaction,
     definition: TableDefinition<u128, &[u8]>,
     name: &str,
-) -> Result<Vec<T>, StoreError>
+) -> Result<Vec<(u128, T)>, StoreError>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
@@ -359,13 +349,15 @@ where
         .map_err(|e| redb_error(&format!("reading {name}"), e))?
     {
         let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
-        records.push(decode(
-            name,
-            &format_args!("{:032x}", key.value()),
-            value.value(),
-        )?);
+        let key = key.value();
+        let record = decode(name, &format_args!("{key:032x}"), value.value())?;
+        records.push((key, record));
     }
     Ok(records)
+}
+
+fn without_keys<T>(rows: Vec<(u128, T)>) -> Vec<T> {
+    rows.into_iter().map(|(_, record)| record).collect()
 }
 
 /// Transfers touching `wallet`, newest first, with ids below `before` (exclusive).

@@ -85,14 +85,6 @@ async fn funded_hub(stripe: Option<&FakeStripe>) -> TestHub {
     .await
 }
 
-fn agent_headers(agent: &(String, String)) -> Vec<(&str, &str)> {
-    vec![
-        ("content-type", "application/json"),
-        ("x-agent-id", agent.0.as_str()),
-        ("x-api-key", agent.1.as_str()),
-    ]
-}
-
 fn stripe_signature(body: &str, timestamp: i64, secret: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let tag = hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
@@ -199,7 +191,9 @@ async fn operator_credits_once_per_reference_and_the_agent_sees_it() {
     assert_eq!(unknown.status, 404);
 
     // The agent's own view.
-    let me = hub.get("/v1/agents/me", &agent_headers(&agent)).await;
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await;
     assert_eq!(me.status, 200);
     let me = me.json();
     assert_eq!(me["balance_usdc"], json!(12.5));
@@ -213,7 +207,7 @@ async fn operator_credits_once_per_reference_and_the_agent_sees_it() {
         .await;
     assert_eq!(paid.status, 200);
     let history = hub
-        .get("/v1/agents/me/transactions", &agent_headers(&agent))
+        .get("/v1/agents/me/transactions", &common::agent_headers(&agent))
         .await;
     assert_eq!(
         history.status,
@@ -272,7 +266,7 @@ async fn history_pages_with_a_cursor() {
             Some(cursor) => format!("/v1/agents/me/transactions?limit=3&cursor={cursor}"),
             None => "/v1/agents/me/transactions?limit=3".to_owned(),
         };
-        let page = hub.get(&path, &agent_headers(&agent)).await.json();
+        let page = hub.get(&path, &common::agent_headers(&agent)).await.json();
         for entry in page["transactions"].as_array().unwrap() {
             seen.push(entry["type"].as_str().unwrap().to_owned());
         }
@@ -292,7 +286,7 @@ async fn history_pages_with_a_cursor() {
     let bad = hub
         .get(
             "/v1/agents/me/transactions?cursor=zz",
-            &agent_headers(&agent),
+            &common::agent_headers(&agent),
         )
         .await;
     assert_eq!(bad.status, 400);
@@ -305,7 +299,7 @@ async fn topup_without_stripe_points_at_the_operator() {
     let response = hub
         .post(
             "/api/agents/topup",
-            &agent_headers(&agent),
+            &common::agent_headers(&agent),
             r#"{"amount": 20}"#,
         )
         .await;
@@ -316,7 +310,7 @@ async fn topup_without_stripe_points_at_the_operator() {
     let bad = hub
         .post(
             "/api/agent/topup",
-            &agent_headers(&agent),
+            &common::agent_headers(&agent),
             r#"{"amount": 7}"#,
         )
         .await;
@@ -341,7 +335,7 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
     let response = hub
         .post(
             "/api/agents/topup",
-            &agent_headers(&agent),
+            &common::agent_headers(&agent),
             r#"{"amount": 20, "returnTo": "https://agent.example/back"}"#,
         )
         .await;
@@ -387,7 +381,7 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
     assert_eq!(stale.status, 400);
     assert_eq!(deliver(&hub, &event, "garbage").await.status, 400);
     assert_eq!(
-        hub.get("/v1/agents/me", &agent_headers(&agent))
+        hub.get("/v1/agents/me", &common::agent_headers(&agent))
             .await
             .json()["balance_usdc"],
         json!(0)
@@ -432,12 +426,12 @@ async fn stripe_topup_and_webhook_credit_exactly_once() {
     assert_eq!(ignored.status, 200);
 
     let me = hub
-        .get("/v1/agents/me", &agent_headers(&agent))
+        .get("/v1/agents/me", &common::agent_headers(&agent))
         .await
         .json();
     assert_eq!(me["balance_usdc"], json!(25));
     let history = hub
-        .get("/v1/agents/me/transactions", &agent_headers(&agent))
+        .get("/v1/agents/me/transactions", &common::agent_headers(&agent))
         .await
         .json();
     let sources: Vec<&str> = history["transactions"]
@@ -479,7 +473,9 @@ async fn operator_freezes_and_tunes_agents_and_ledger_verify_passes_on_disk() {
         "{}",
         String::from_utf8_lossy(&frozen.body)
     );
-    let refused = hub.get("/v1/agents/me", &agent_headers(&agent)).await;
+    let refused = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"]["code"], "INVALID_AGENT");
     hub.request(
@@ -500,7 +496,7 @@ async fn operator_freezes_and_tunes_agents_and_ledger_verify_passes_on_disk() {
         .await;
     assert_eq!(tuned.status, 200);
     let me = hub
-        .get("/v1/agents/me", &agent_headers(&agent))
+        .get("/v1/agents/me", &common::agent_headers(&agent))
         .await
         .json();
     assert_eq!(me["tier"], "gold");

@@ -16,14 +16,6 @@ const ECHO_PRICE: Micros = match Micros::new(1_000) {
     None => panic!(),
 };
 
-fn auth_headers(agent: &(String, String)) -> Vec<(&str, &str)> {
-    vec![
-        ("content-type", "application/json"),
-        ("x-agent-id", agent.0.as_str()),
-        ("x-api-key", agent.1.as_str()),
-    ]
-}
-
 /// No free calls and generous rate limits, so billing is what is measured.
 async fn paid_hub() -> TestHub {
     TestHub::start(|config| {
@@ -301,7 +293,10 @@ async fn wire_400_input_schema_violation() {
             .ends_with("#input_schema")
     );
     // Nothing was charged and no free call was used.
-    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["total_calls"], 0);
     assert_eq!(me["free_calls_remaining"], 100);
 }
@@ -313,7 +308,7 @@ async fn success_body_has_sdk_and_spec_fields() {
     hub.credit(&agent.0, Micros::from_usdc(20)).await;
     let body = json!({"jecp": "1.0", "id": "shape-0001", "capability": "hub/utility", "action": "echo",
                       "input": {"text": "hello"}, "metadata": {"session": "s1"}});
-    let mut headers = auth_headers(&agent);
+    let mut headers = common::agent_headers(&agent);
     headers.push(("x-request-id", "trace-123"));
     let response = hub.post("/v1/invoke", &headers, &body.to_string()).await;
     assert_eq!(
@@ -370,7 +365,11 @@ async fn legacy_alias_has_spec_shape_and_deprecation_headers() {
     let agent = hub.register("legacy-agent").await;
     let body = json!({"jecp": "1.0", "id": "legacy-0001", "capability": "utility", "action": "echo", "input": {"a": 1}});
     let response = hub
-        .post("/v1/jecp", &auth_headers(&agent), &body.to_string())
+        .post(
+            "/v1/jecp",
+            &common::agent_headers(&agent),
+            &body.to_string(),
+        )
         .await;
     assert_eq!(
         response.status,
@@ -442,7 +441,10 @@ async fn free_calls_come_first_and_are_booked_to_promotions() {
         .await;
     assert_eq!(paid.status, 200);
     assert_eq!(paid.json()["billing"]["method"], "wallet");
-    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["total_calls"], 3);
     assert_eq!(me["free_calls_remaining"], 0);
     assert_eq!(hub.ledger_violations(), 0);
@@ -534,7 +536,10 @@ async fn fifty_concurrent_calls_with_one_id_charge_once() {
         hub.available(&agent.0),
         Micros::from_usdc(1).checked_sub(ECHO_PRICE).unwrap()
     );
-    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["total_calls"], 1);
 }
 
@@ -579,7 +584,10 @@ async fn failed_handlers_cost_nothing() {
     assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
     let before = before.checked_sub(Micros::new(10_000).unwrap()).unwrap();
     assert_eq!(hub.available(&agent.0), before);
-    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["total_calls"], 1);
     assert_eq!(me["pending_usdc"], json!(0));
     assert_eq!(hub.ledger_violations(), 0);
@@ -800,13 +808,13 @@ async fn a_stream_request_for_a_non_streaming_action_gets_406() {
     // The SDK's invokeStream body: the A3 body plus `"streaming": true`.
     let body = json!({"jecp": "1.0", "id": "stream-0001", "capability": "hub/utility", "action": "echo",
                       "input": {"text": "hi"}, "streaming": true});
-    let mut headers = auth_headers(&agent);
+    let mut headers = common::agent_headers(&agent);
     headers.push(("accept", "text/event-stream"));
     let response = hub.post("/v1/invoke", &headers, &body.to_string()).await;
     assert_eq!(response.status, 406);
     assert_eq!(response.json()["error"]["code"], "NOT_STREAMABLE");
     // The same body with a JSON-accepting client is an ordinary call.
-    let mut headers = auth_headers(&agent);
+    let mut headers = common::agent_headers(&agent);
     headers.push(("accept", "*/*"));
     assert_eq!(
         hub.post("/v1/invoke", &headers, &body.to_string())
@@ -868,7 +876,10 @@ async fn schema_invalid_output_costs_nothing() {
         assert_eq!(response.json()["error"]["code"], "OUTPUT_INVALID");
     }
     assert_eq!(hub.available(&agent.0), Micros::from_usdc(1));
-    let me = hub.get("/v1/agents/me", &auth_headers(&agent)).await.json();
+    let me = hub
+        .get("/v1/agents/me", &common::agent_headers(&agent))
+        .await
+        .json();
     assert_eq!(me["total_calls"], 0);
     assert_eq!(me["pending_usdc"], json!(0));
     assert_eq!(hub.ledger_violations(), 0);

@@ -57,6 +57,15 @@ impl Response {
     }
 }
 
+/// JSON content type plus an agent's credentials, as the SDK sends them.
+pub fn agent_headers(agent: &(String, String)) -> Vec<(&str, &str)> {
+    vec![
+        ("content-type", "application/json"),
+        ("x-agent-id", agent.0.as_str()),
+        ("x-api-key", agent.1.as_str()),
+    ]
+}
+
 /// A test configuration: loopback, port 0, a temp data dir.
 pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
@@ -208,15 +217,7 @@ impl TestHub {
         input: Value,
     ) -> Response {
         let body = serde_json::json!({"jecp": "1.0", "id": id, "capability": capability, "action": action, "input": input});
-        self.post(
-            "/v1/invoke",
-            &[
-                ("content-type", "application/json"),
-                ("x-agent-id", &agent.0),
-                ("x-api-key", &agent.1),
-            ],
-            &body.to_string(),
-        )
-        .await
+        self.post("/v1/invoke", &agent_headers(agent), &body.to_string())
+            .await
     }
 }

@@ -71,6 +71,7 @@ fi
     "$results/closed-immediate.json" "$results/open-immediate.json" \
     "$results/closed-batched.json" "$results/open-batched.json" \
     --criterion-dir "$CRITERION_HOME" \
+    --single-charge-latency "$results/single-charge-latency.json" \
     --commit "$commit" \
     --command "bench/run.sh" \
     --into BENCHMARKS.md

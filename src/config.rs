@@ -418,7 +418,7 @@ pub struct ServeFlags {
     /// Where Stripe sends the payer after cancelling [env: JECP_STRIPE_CANCEL_URL].
     #[arg(long, value_name = "URL")]
     pub stripe_cancel_url: Option<String>,
-    /// Stripe API origin [env: JECP_STRIPE_API_BASE] [default: https://api.stripe.com].
+    /// Stripe API origin [env: JECP_STRIPE_API_BASE] [default: `https://api.stripe.com`].
     #[arg(long, value_name = "URL")]
     pub stripe_api_base: Option<String>,
 }

@@ -113,6 +113,9 @@ pub struct ReportArgs {
     /// criterion's output directory (`target/criterion`).
     #[arg(long, value_name = "DIR")]
     pub criterion_dir: Option<PathBuf>,
+    /// The ledger bench's `single-charge-latency.json` (per-charge p50 vs fdatasync p50).
+    #[arg(long, value_name = "FILE")]
+    pub single_charge_latency: Option<PathBuf>,
     /// Git commit the figures were measured on.
     #[arg(long)]
     pub commit: Option<String>,

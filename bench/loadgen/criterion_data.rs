@@ -35,6 +35,36 @@ impl CriterionEstimate {
     }
 }
 
+/// Per-operation latencies of one durable charge at a time and of a raw
+/// 4 KiB `fdatasync`, measured interleaved in one run by the ledger bench
+/// (`single-charge-latency.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SingleChargeLatency {
+    pub samples: u64,
+    pub charge_p50_ns: f64,
+    pub charge_p99_ns: f64,
+    pub fdatasync_p50_ns: f64,
+    pub fdatasync_p99_ns: f64,
+}
+
+pub fn parse_single_charge(json: &str) -> Result<SingleChargeLatency, String> {
+    let value: Value = serde_json::from_str(json).map_err(|error| error.to_string())?;
+    let number = |section: &str, field: &str| {
+        value
+            .get(section)
+            .and_then(|s| s.get(field))
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("no {section}.{field}"))
+    };
+    Ok(SingleChargeLatency {
+        samples: number("charge", "samples")? as u64,
+        charge_p50_ns: number("charge", "p50_ns")?,
+        charge_p99_ns: number("charge", "p99_ns")?,
+        fdatasync_p50_ns: number("fdatasync_4k", "p50_ns")?,
+        fdatasync_p99_ns: number("fdatasync_4k", "p99_ns")?,
+    })
+}
+
 /// Parses one benchmark's pair of files.
 pub fn parse_pair(benchmark_json: &str, estimates_json: &str) -> Result<CriterionEstimate, String> {
     let benchmark: Value =
@@ -112,6 +142,25 @@ mod tests {
 
     const BENCHMARK: &str = r#"{"group_id":"store_durable/immediate","function_id":null,"value_str":"4096","throughput":{"Elements":1},"full_id":"store_durable/immediate/4096","directory_name":"store_durable_immediate/4096","title":"store_durable/immediate/4096"}"#;
     const ESTIMATES: &str = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":9.0,"upper_bound":11.0},"point_estimate":10.0,"standard_error":0.5},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":7.5,"upper_bound":8.5},"point_estimate":8.0,"standard_error":0.2},"median_abs_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":0.1,"upper_bound":0.3},"point_estimate":0.2,"standard_error":0.05},"slope":null,"std_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":1.5,"standard_error":0.1}}"#;
+
+    #[test]
+    fn single_charge_latency_reads_both_percentiles() {
+        let json = r#"{"charge":{"samples":3000,"p50_ns":110000,"p99_ns":220000},"fdatasync_4k":{"samples":3000,"p50_ns":88000,"p99_ns":170000}}"#;
+        let latency = parse_single_charge(json).unwrap();
+        assert_eq!(
+            (
+                latency.samples,
+                latency.charge_p50_ns,
+                latency.fdatasync_p99_ns
+            ),
+            (3000, 110_000.0, 170_000.0)
+        );
+        assert!(
+            parse_single_charge("{}")
+                .unwrap_err()
+                .contains("charge.samples")
+        );
+    }
 
     #[test]
     fn pair_gives_median_interval_and_throughput() {

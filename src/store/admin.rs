@@ -28,6 +28,9 @@ pub struct VerifyReport {
     /// Σ (credits_posted − debits_posted) over all accounts, micro-USDC.
     pub balance_sum: i128,
     pub violations: Vec<Violation>,
+    /// Journal records applied before checking: batches acknowledged by a
+    /// Hub that stopped without its final checkpoint (a crash).
+    pub journal_replayed: usize,
 }
 
 impl VerifyReport {
@@ -41,12 +44,20 @@ impl fmt::Display for VerifyReport {
         if self.is_ok() {
             return write!(
                 f,
-                "ledger verify: OK ({}): {} accounts ({} wallets), {} transfers, sum of balances {} micro-USDC",
+                "ledger verify: OK ({}): {} accounts ({} wallets), {} transfers, sum of balances {} micro-USDC{}",
                 self.path.display(),
                 self.accounts,
                 self.wallets,
                 self.transfers,
-                self.balance_sum
+                self.balance_sum,
+                if self.journal_replayed > 0 {
+                    format!(
+                        "; {} journal record(s) replayed first",
+                        self.journal_replayed
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         writeln!(
@@ -72,7 +83,7 @@ pub enum ExportFormat {
 
 /// Opens an existing store for the admin tools. Refuses a directory a running
 /// Hub holds (`Locked`) and never creates a file.
-fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf), StoreError> {
+fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf, usize), StoreError> {
     let path = data_dir.join(DATABASE_FILE);
     if !path.exists() {
         return Err(StoreError::Io(format!(
@@ -85,13 +96,20 @@ fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf), StoreErro
     let db = redb::Database::builder()
         .open(&path)
         .map_err(|e| redb_error(&path.display().to_string(), e))?;
-    Ok((db, path))
+    // After a crash, acknowledged batches may be only in the journal: apply
+    // them first, exactly as the next start would.
+    let replayed = if data_dir.join(super::JOURNAL_FILE).exists() {
+        super::journal::Journal::open_and_replay(data_dir, &db, None)?.1
+    } else {
+        0
+    };
+    Ok((db, path, replayed))
 }
 
 /// Recomputes every balance from the transfers and checks the invariants.
 /// Corrupt or newer-format records are an `Err`; broken invariants are in the report.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, StoreError> {
-    let (db, path) = open_existing(data_dir)?;
+    let (db, path, journal_replayed) = open_existing(data_dir)?;
     let txn = db
         .begin_read()
         .map_err(|e| redb_error("ledger verify", e))?;
@@ -113,6 +131,7 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, StoreError> {
         transfers: state.transfer_count,
         balance_sum,
         violations: state.violations,
+        journal_replayed,
     })
 }
 
@@ -144,7 +163,7 @@ pub fn export(
     format: ExportFormat,
     out: &mut dyn Write,
 ) -> Result<u64, StoreError> {
-    let (db, _) = open_existing(data_dir)?;
+    let (db, _, _) = open_existing(data_dir)?;
     let txn = db
         .begin_read()
         .map_err(|e| redb_error("ledger export", e))?;

@@ -1,5 +1,6 @@
 //! The storage seam for fault tests: a `redb::StorageBackend` over
 //! [`FileBackend`] whose writes and syncs fail while a shared switch is armed.
+//! The commit journal asks the same switch before each of its writes and syncs.
 //!
 //! Production passes no switch and the wrapper only forwards. Tests arm the
 //! switch ([`FaultKind`]) to simulate a full disk (`ENOSPC`), a failing write or
@@ -85,6 +86,16 @@ impl FaultSwitch {
     /// How many operations have failed on purpose so far.
     pub fn injected_failures(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    /// The journal's seam: fails like a backend `write` would.
+    pub(super) fn check_write(&self) -> io::Result<()> {
+        self.check(Operation::Write)
+    }
+
+    /// The journal's seam: fails like a backend `sync_data` would.
+    pub(super) fn check_sync(&self) -> io::Result<()> {
+        self.check(Operation::Sync)
     }
 
     fn check(&self, operation: Operation) -> io::Result<()> {

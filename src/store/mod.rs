@@ -3,40 +3,53 @@
 //!
 //! # Writer and group commit
 //!
-//! [`Store::open`] loads the file into a [`Ledger`], checks every invariant,
-//! and spawns one writer thread that owns the redb `Database` and is the only
-//! mutator of the ledger. Callers queue [`Command`]s on a bounded queue
-//! ([`StoreOptions::queue_capacity`]; a full queue answers
+//! [`Store::open`] replays the commit journal into the redb file (batches a
+//! crash left only there), loads the file into a [`Ledger`], checks every
+//! invariant, and spawns one writer thread that is the only mutator of the
+//! ledger and the only writer of both files. Callers queue [`Command`]s on a
+//! bounded queue ([`StoreOptions::queue_capacity`]; a full queue answers
 //! [`StoreError::Busy`], which maps to 503 `SERVICE_DEGRADED` with
 //! `Retry-After`, never unbounded memory). The writer drains up to
 //! [`StoreOptions::batch_max`] queued commands, applies them to the ledger in
-//! order (a ledger error goes back to that caller only), writes the batch's
+//! order (a ledger error goes back to that caller only), encodes the batch's
 //! durable effects — transfers, account rows, agents, idempotency records,
-//! nonces — into ONE write transaction, commits once, then wakes every waiter.
-//! Under load thousands of charges share one fsync; an idle Hub commits one at
-//! a time.
+//! nonces — as ONE journal record, appends it and `fdatasync`s once, then
+//! wakes every waiter. Under load thousands of charges share one fsync; an
+//! idle Hub commits one at a time, at close to the cost of a raw `fdatasync`.
+//!
+//! Journaled batches reach redb in checkpoints: one durable redb transaction
+//! per few MiB of journal, after half a second of quiet, before a read that
+//! needs redb (wallet history, a stored idempotent answer), and at shutdown.
+//! See `src/store/journal.rs` for the format and why.
 //!
 //! `Hold` and `Void` are memory-only (holds do not survive a restart, which
-//! equals a void) and are answered right after apply. If a batch's commit
-//! fails, every durable waiter in it gets [`StoreError::Degraded`], the error
-//! is logged and shown in [`Store::health`], the database is reopened and the
-//! ledger is put back to exactly what the file holds (undo journal, or a full
-//! reload when more than the batch was lost). A later `Post` of a hold created
-//! in the failed batch gets `Ledger(UnknownHold)`: that call was not charged.
+//! equals a void) and are answered right after apply. If a batch's journal
+//! write or sync fails, every durable waiter in it gets
+//! [`StoreError::Degraded`], the error is logged and shown in
+//! [`Store::health`], memory is put back to what it was before the batch (undo
+//! journal), and the failed tail of the journal is zeroed before anything is
+//! written again (the store stays degraded, and probes itself, until that
+//! works). A failed checkpoint closes and reopens redb; the journal still
+//! holds every acknowledged batch. A later `Post` of a hold created in a
+//! failed batch gets `Ledger(UnknownHold)`: that call was not charged.
 //!
 //! # Durability modes
 //!
 //! - [`Durability::Immediate`] (default): a waiter is woken only after the
-//!   fsync'd commit holding its effects. Acknowledged means durable.
-//! - [`Durability::Batched`]: commits use redb's non-durable commit and wake
-//!   waiters right after; an fsync'd commit follows at most
-//!   `fsync_interval_ms` later. **Loss window:** on power loss or `kill -9`,
-//!   acknowledged writes of the last `fsync_interval_ms` milliseconds may be
-//!   lost (all of them or none after the last fsync; the file stays
-//!   consistent). [`StoreHealth::loss_window_ms`] reports it for `/health`.
+//!   `fdatasync` of the journal record holding its effects. Acknowledged
+//!   means durable.
+//! - [`Durability::Batched`]: journal records are written and waiters woken
+//!   right after; an `fdatasync` follows at most `fsync_interval_ms` later.
+//!   **Loss window:** on power loss, acknowledged writes of the last
+//!   `fsync_interval_ms` milliseconds may be lost (a prefix of them survives;
+//!   the files stay consistent); a `kill -9` alone loses nothing, the page
+//!   cache survives it. If that `fdatasync` fails, memory is rebuilt from what
+//!   the disk holds. [`StoreHealth::loss_window_ms`] reports the window for
+//!   `/health`.
 
 pub mod admin;
 pub mod fault;
+mod journal;
 pub mod records;
 mod tables;
 mod writer;
@@ -58,6 +71,7 @@ use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
+pub use journal::JOURNAL_FILE;
 pub use tables::DATABASE_FILE;
 
 /// When a waiter is woken relative to the disk. See the module doc.
@@ -509,6 +523,8 @@ impl Store {
         let path: PathBuf = data_dir.join(DATABASE_FILE);
         let db = open_database(&path, options.fault.clone())?;
         initialize(&db)?;
+        // Batches acknowledged before a crash may be only in the journal.
+        let (journal, _) = journal::Journal::open_and_replay(data_dir, &db, options.fault.clone())?;
         let state = load(&db)?;
         let next_wallet_account = state
             .ledger
@@ -553,6 +569,7 @@ impl Store {
             .and_then(|txn| tables::idempotency_index(&txn))?;
         let writer = writer::Writer::new(
             db,
+            journal,
             idempotency_index,
             path,
             options.fault,

@@ -1,7 +1,9 @@
-//! The writer thread: the only owner of the redb `Database` and the only
-//! mutator of the ledger. One batch = apply in order, one write transaction,
-//! one commit, then wake the waiters. See the parent module doc.
+//! The writer thread: the only mutator of the ledger and the only writer of
+//! the journal and the redb file. One batch = apply in order, one journal
+//! record, one `fdatasync`, then wake the waiters; journaled batches reach
+//! redb in checkpoints. See the parent module doc and [`super::journal`].
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase};
 
+use super::journal::{self, Journal, RecordBuilder};
 use super::records::{AccountRecord, TransferRecord, encode};
 use super::tables::{self, redb_error};
 use super::{Command, Durability, FaultSwitch, Job, Reply, Shared, StoreError, Waiter};
@@ -30,8 +33,23 @@ struct Pending {
     result: Result<Reply, StoreError>,
 }
 
+/// A batch that is in the journal but not yet in redb.
+struct Unapplied {
+    record: Vec<u8>,
+    /// Offset just past the record in the journal file.
+    end_offset: u64,
+}
+
 pub(super) struct Writer {
+    /// `None` after a redb error, until reopened (redb refuses all work then).
     db: Option<Database>,
+    journal: Journal,
+    /// Journaled batches not yet checkpointed into redb, oldest first.
+    unapplied: VecDeque<Unapplied>,
+    unapplied_bytes: usize,
+    /// When the oldest unapplied batch was journaled, and the newest.
+    unapplied_since: Option<Instant>,
+    last_append: Option<Instant>,
     /// Live idempotency keys on disk; a second charge under one is refused.
     idempotency_index: tables::IdempotencyIndex,
     /// Index entries of the batch being committed, added on success.
@@ -42,10 +60,18 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     durability: Durability,
     batch_max: usize,
-    /// `commit_seq` of the last successful commit (durable or not).
+    /// `commit_seq` of the last journaled batch.
     commit_seq: u64,
-    /// Set while non-durable commits (batched mode) wait for an fsync.
+    /// `commit_seq` redb holds (the last checkpoint).
+    applied_seq: u64,
+    /// Set while journaled batches (batched mode) wait for an fsync.
     unsynced_since: Option<Instant>,
+    /// After a failed journal write or sync: the offset from which the file
+    /// must be zeroed before anything is appended again.
+    journal_repair: Option<u64>,
+    /// Acknowledged batches were lost (batched mode): memory must be rebuilt
+    /// from what the disk holds before the next batch.
+    reload_needed: bool,
     pending_buffer: Vec<Pending>,
     effects_buffer: Vec<Effect>,
 }
@@ -53,6 +79,14 @@ pub(super) struct Writer {
 /// How often an unhealthy store tries a durable commit to learn whether the
 /// fault has cleared.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Journaled bytes that trigger a checkpoint into redb. Bounds the journal
+/// file, the memory holding unapplied records, and start-up replay time.
+const CHECKPOINT_BYTES: usize = 4 << 20;
+/// A checkpoint follows this long after the last append...
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(500);
+/// ...and never later than this after the oldest unapplied batch, so the
+/// redb file the admin tools read is never far behind.
+const CHECKPOINT_AGE_MAX: Duration = Duration::from_secs(5);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -79,6 +113,7 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         db: Database,
+        journal: Journal,
         idempotency_index: tables::IdempotencyIndex,
         path: PathBuf,
         fault: Option<FaultSwitch>,
@@ -90,6 +125,11 @@ impl Writer {
     ) -> Writer {
         Writer {
             db: Some(db),
+            journal,
+            unapplied: VecDeque::new(),
+            unapplied_bytes: 0,
+            unapplied_since: None,
+            last_append: None,
             idempotency_index,
             index_staging: Vec::new(),
             path,
@@ -99,7 +139,10 @@ impl Writer {
             durability,
             batch_max,
             commit_seq,
+            applied_seq: commit_seq,
             unsynced_since: None,
+            journal_repair: None,
+            reload_needed: false,
             pending_buffer: Vec::new(),
             effects_buffer: Vec::new(),
         }
@@ -108,19 +151,14 @@ impl Writer {
     pub(super) fn run(mut self, receiver: Receiver<Job>) {
         let mut batch: Vec<(Command, Option<Waiter>)> = Vec::with_capacity(self.batch_max);
         loop {
-            let first = match self.fsync_deadline() {
+            let first = match self.wake_deadline() {
                 None => receiver.recv().ok(),
                 Some(deadline) => match receiver
                     .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 {
                     Ok(job) => Some(job),
                     Err(RecvTimeoutError::Timeout) => {
-                        // A durable commit of the sequence number: the batched
-                        // fsync, or the health probe after a fault.
-                        if self.db.is_none() && self.ensure_database(false).is_err() {
-                            continue;
-                        }
-                        self.sync();
+                        self.on_timer();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => None,
@@ -146,10 +184,11 @@ impl Writer {
             if !batch.is_empty() {
                 self.process(&mut batch);
             }
+            if self.unapplied_bytes >= CHECKPOINT_BYTES {
+                let _ = self.checkpoint();
+            }
             if stop {
-                if self.unsynced_since.is_some() {
-                    self.sync();
-                }
+                self.close();
                 // Late arrivals behind the shutdown marker are refused, not dropped silently.
                 while let Ok(job) = receiver.try_recv() {
                     if let Job::Run { waiter, .. } = job {
@@ -157,18 +196,91 @@ impl Writer {
                         reply(waiter, Err(StoreError::Closed));
                     }
                 }
-                self.db = None;
                 tracing::info!("store writer stopped");
                 return;
             }
         }
     }
 
+    /// Shutdown: everything journaled goes durably into redb, so the file the
+    /// admin tools read is complete; if that fails, the journal still holds
+    /// it and the next start replays it.
+    fn close(&mut self) {
+        if self.journal_repair.is_none()
+            && let Err(error) = self.journal.sync()
+        {
+            tracing::error!(%error, "final journal sync failed");
+        }
+        if self.journal_repair.is_none()
+            && !self.reload_needed
+            && let Err(error) = self.checkpoint()
+        {
+            tracing::error!(%error, "final checkpoint failed; the next start replays the journal");
+        }
+        self.db = None;
+    }
+
+    /// When the loop must wake without work: the batched-mode fsync, a
+    /// checkpoint of an idle journal, or, while the store is unhealthy, the
+    /// next probe (so the store recovers by itself once the fault clears,
+    /// even with no writes queued).
+    fn wake_deadline(&self) -> Option<Instant> {
+        let sync = match (self.durability, self.unsynced_since) {
+            (Durability::Batched { fsync_interval_ms }, Some(since)) => {
+                Some(since + Duration::from_millis(fsync_interval_ms))
+            }
+            _ => None,
+        };
+        let checkpoint = match (self.last_append, self.unapplied_since) {
+            (Some(last), Some(oldest)) => {
+                Some((last + CHECKPOINT_IDLE).min(oldest + CHECKPOINT_AGE_MAX))
+            }
+            _ => None,
+        };
+        let probe = (!self.shared.healthy.load(Ordering::Acquire))
+            .then(|| Instant::now() + HEALTH_PROBE_INTERVAL);
+        [sync, checkpoint, probe].into_iter().flatten().min()
+    }
+
+    fn on_timer(&mut self) {
+        let unhealthy = !self.shared.healthy.load(Ordering::Acquire);
+        if self.ensure_ready().is_err() {
+            return;
+        }
+        let now = Instant::now();
+        if let (Durability::Batched { fsync_interval_ms }, Some(since)) =
+            (self.durability, self.unsynced_since)
+            && now >= since + Duration::from_millis(fsync_interval_ms)
+        {
+            self.sync_journal();
+        }
+        let checkpoint_due = match (self.last_append, self.unapplied_since) {
+            (Some(last), Some(oldest)) => {
+                now >= last + CHECKPOINT_IDLE || now >= oldest + CHECKPOINT_AGE_MAX
+            }
+            _ => false,
+        };
+        if (checkpoint_due || unhealthy) && !self.reload_needed && self.journal_repair.is_none() {
+            // While unhealthy this is the probe: a durable redb commit.
+            if self.checkpoint_or_probe().is_ok() {
+                self.record_success();
+            }
+        }
+    }
+
+    fn lock_ledger(&self) -> std::sync::RwLockWriteGuard<'_, Ledger> {
+        self.ledger.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The stored answer when `command` would charge under an idempotency key
     /// that already has a live record on disk, or that an earlier command of
-    /// this batch uses. Such a record exists when a commit reached the file
+    /// this batch uses. Such a record exists when a commit reached the disk
     /// although its callers were told it failed: the retry must not charge again.
-    fn already_charged(&self, command: &Command, now_s: i64) -> Option<Result<Reply, StoreError>> {
+    fn already_charged(
+        &mut self,
+        command: &Command,
+        now_s: i64,
+    ) -> Option<Result<Reply, StoreError>> {
         let recorder = match command {
             Command::Post {
                 idempotency: Some(recorder),
@@ -181,68 +293,48 @@ impl Writer {
             _ => return None,
         };
         let (agent_id, request_key) = recorder.key();
-        if let Some((log_key, expires_at_s)) = self
+        let (log_key, expires_at_s) = *self
             .idempotency_index
-            .get(&(agent_id.to_owned(), request_key.to_owned()))
-            && *expires_at_s > now_s
-        {
-            let db = self.db.as_ref()?;
-            let found = db
-                .begin_read()
-                .map_err(|e| redb_error("reading an idempotency record", e))
-                .and_then(|txn| tables::read_idempotency(&txn, *log_key));
-            return Some(match found {
-                Ok(Some(record)) => Ok(Reply::Replayed(record)),
-                Ok(None) => Err(StoreError::Corrupt(format!(
-                    "idempotency log key {log_key:032x} vanished"
-                ))),
-                Err(error) => Err(error),
-            });
+            .get(&(agent_id.to_owned(), request_key.to_owned()))?;
+        if expires_at_s <= now_s {
+            return None;
         }
-        None
+        let found = self
+            .read_current("reading an idempotency record")
+            .and_then(|txn| tables::read_idempotency(&txn, log_key));
+        Some(match found {
+            Ok(Some(record)) => Ok(Reply::Replayed(record)),
+            Ok(None) => Err(StoreError::Corrupt(format!(
+                "idempotency log key {log_key:032x} vanished"
+            ))),
+            Err(error) => Err(error),
+        })
+    }
+
+    /// A read transaction on redb holding every acknowledged batch: what is
+    /// still only in the journal is checkpointed first.
+    fn read_current(&mut self, context: &str) -> Result<redb::ReadTransaction, StoreError> {
+        self.checkpoint()?;
+        self.db
+            .as_ref()
+            .ok_or_else(|| StoreError::Degraded("database is closed".into()))?
+            .begin_read()
+            .map_err(|e| redb_error(context, e))
     }
 
     fn read_history(
-        &self,
+        &mut self,
         wallet: AccountId,
         before: Option<u128>,
         limit: usize,
     ) -> Result<Reply, StoreError> {
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
-        let txn = db
-            .begin_read()
-            .map_err(|e| redb_error("reading wallet history", e))?;
+        let txn = self.read_current("reading wallet history")?;
         tables::wallet_history(&txn, wallet, before, limit).map(Reply::History)
     }
 
-    /// When the loop must wake without work: the batched-mode fsync, or,
-    /// while the store is unhealthy, the next probe commit (so the store
-    /// recovers by itself once the fault clears, even with no writes queued).
-    fn fsync_deadline(&self) -> Option<Instant> {
-        let sync = match (self.durability, self.unsynced_since) {
-            (Durability::Batched { fsync_interval_ms }, Some(since)) => {
-                Some(since + Duration::from_millis(fsync_interval_ms))
-            }
-            _ => None,
-        };
-        let probe = (!self.shared.healthy.load(Ordering::Acquire))
-            .then(|| Instant::now() + HEALTH_PROBE_INTERVAL);
-        match (sync, probe) {
-            (Some(sync), Some(probe)) => Some(sync.min(probe)),
-            (sync, probe) => sync.or(probe),
-        }
-    }
-
-    fn lock_ledger(&self) -> std::sync::RwLockWriteGuard<'_, Ledger> {
-        self.ledger.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Applies a batch, commits it once and wakes its waiters.
+    /// Applies a batch, journals it once and wakes its waiters.
     fn process(&mut self, batch: &mut Vec<(Command, Option<Waiter>)>) {
-        if let Err(error) = self.ensure_database(false) {
+        if let Err(error) = self.ensure_ready() {
             for (_, waiter) in batch.drain(..) {
                 reply(waiter, Err(StoreError::Degraded(error.clone())));
             }
@@ -255,7 +347,9 @@ impl Writer {
         let mut effects = std::mem::take(&mut self.effects_buffer);
         let rows: Vec<AccountRecord>;
         {
-            let mut ledger = self.lock_ledger();
+            // A clone of the handle, so reads below may checkpoint (`&mut self`).
+            let ledger_lock = Arc::clone(&self.ledger);
+            let mut ledger = ledger_lock.write().unwrap_or_else(PoisonError::into_inner);
             ledger.begin_batch();
             for (command, waiter) in batch.drain(..) {
                 if let Command::History {
@@ -264,7 +358,8 @@ impl Writer {
                     limit,
                 } = command
                 {
-                    reply(waiter, self.read_history(wallet, before, limit));
+                    let history = self.read_history(wallet, before, limit);
+                    reply(waiter, history);
                     continue;
                 }
                 if let Some(stored) = self.already_charged(&command, now_ms.div_euclid(1000)) {
@@ -327,7 +422,10 @@ impl Writer {
             Err(error) => {
                 let message = error.to_string();
                 self.index_staging.clear();
-                self.recover(&message);
+                // Memory goes back to what it was before this batch, which
+                // is what the disk holds once the failed tail is zeroed.
+                self.lock_ledger().rollback_batch();
+                self.record_failure(&message);
                 for Pending { waiter, .. } in pending.drain(..) {
                     reply(waiter, Err(StoreError::Degraded(message.clone())));
                 }
@@ -338,180 +436,168 @@ impl Writer {
         self.effects_buffer = effects;
     }
 
-    /// Writes one batch in one transaction and commits it.
+    /// Encodes one batch as a journal record, appends it, and (in immediate
+    /// mode, or when the batched interval is up) syncs the journal.
     fn commit(
         &mut self,
         rows: &[AccountRecord],
         pending: &[Pending],
         effects: &[Effect],
     ) -> Result<(), StoreError> {
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
-        let context = "committing a batch";
+        let commit_seq = self.commit_seq + 1;
+        let mut record = RecordBuilder::new(Vec::new(), commit_seq);
+        for row in rows {
+            record.account(row.id, &encode(row)?);
+        }
+        let mut write_transfer = |transfer: &Transfer| -> Result<(), StoreError> {
+            record.transfer(transfer.id.0, &encode(&TransferRecord::from(transfer))?);
+            for account in [transfer.debit, transfer.credit] {
+                if account.0 >= AccountId::FIRST_WALLET {
+                    record.wallet_index(account.0, transfer.id.0);
+                }
+            }
+            Ok(())
+        };
+        for entry in pending {
+            match &entry.result {
+                Ok(Reply::Credited(transfer)) => write_transfer(transfer)?,
+                Ok(Reply::Posted(posted)) => {
+                    for transfer in &posted.transfers {
+                        write_transfer(transfer)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Log rows of this commit are numbered in write order.
+        let mut log_index: u32 = 0;
+        let mut next_log_key = || {
+            log_index += 1;
+            tables::log_key(commit_seq, log_index)
+        };
+        for effect in effects {
+            match effect {
+                Effect::Agent(agent) => record.agent(agent.agent_id.as_str(), &encode(agent)?),
+                Effect::Idempotency(stored) => {
+                    let log_key = next_log_key();
+                    self.index_staging.push((
+                        (stored.agent_id.clone(), stored.request_key.clone()),
+                        (log_key, stored.expires_at_s),
+                    ));
+                    record.idempotency(log_key, &encode(stored)?);
+                }
+                Effect::Nonce(stored) => record.nonce(next_log_key(), &encode(stored)?),
+                Effect::Sweep { now_s } => record.sweep(*now_s),
+            }
+        }
+        let record = record.finish()?;
+
+        let start = self.journal.write_offset();
+        let end_offset = match self.journal.append(&record) {
+            Ok(end) => end,
+            Err(error) => {
+                // A failed write may have left part of the record on disk.
+                self.journal_repair = Some(start);
+                return Err(error);
+            }
+        };
         let durable = match self.durability {
             Durability::Immediate => true,
             Durability::Batched { fsync_interval_ms } => self
                 .unsynced_since
                 .is_some_and(|since| since.elapsed() >= Duration::from_millis(fsync_interval_ms)),
         };
-        let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
-        txn.set_durability(if durable {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        })
-        .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
-        {
-            let mut accounts = txn
-                .open_table(tables::ACCOUNTS)
-                .map_err(|e| redb_error(context, e))?;
-            for row in rows {
-                accounts
-                    .insert(row.id, encode(row)?.as_slice())
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            let mut transfers = txn
-                .open_table(tables::TRANSFERS)
-                .map_err(|e| redb_error(context, e))?;
-            let mut wallet_index = txn
-                .open_table(tables::WALLET_TRANSFERS)
-                .map_err(|e| redb_error(context, e))?;
-            let mut write_transfer = |transfer: &Transfer| -> Result<(), StoreError> {
-                let bytes = encode(&TransferRecord::from(transfer))?;
-                transfers
-                    .insert(transfer.id.0, bytes.as_slice())
-                    .map_err(|e| redb_error(context, e))?;
-                for account in [transfer.debit, transfer.credit] {
-                    if account.0 >= AccountId::FIRST_WALLET {
-                        wallet_index
-                            .insert((account.0, transfer.id.0), ())
-                            .map_err(|e| redb_error(context, e))?;
-                    }
-                }
-                Ok(())
-            };
-            for entry in pending {
-                match &entry.result {
-                    Ok(Reply::Credited(transfer)) => write_transfer(transfer)?,
-                    Ok(Reply::Posted(posted)) => {
-                        for transfer in &posted.transfers {
-                            write_transfer(transfer)?;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let mut agents = txn
-                .open_table(tables::AGENTS)
-                .map_err(|e| redb_error(context, e))?;
-            // Log rows of this commit are numbered in write order.
-            let next_commit_seq = self.commit_seq + 1;
-            let mut log_index: u32 = 0;
-            let mut next_log_key = || {
-                log_index += 1;
-                tables::log_key(next_commit_seq, log_index)
-            };
-            let mut idempotency = txn
-                .open_table(tables::IDEMPOTENCY)
-                .map_err(|e| redb_error(context, e))?;
-            let mut nonces = txn
-                .open_table(tables::NONCES)
-                .map_err(|e| redb_error(context, e))?;
-            for effect in effects {
-                match effect {
-                    Effect::Agent(agent) => {
-                        agents
-                            .insert(agent.agent_id.as_str(), encode(agent)?.as_slice())
-                            .map_err(|e| redb_error(context, e))?;
-                    }
-                    Effect::Idempotency(record) => {
-                        let log_key = next_log_key();
-                        self.index_staging.push((
-                            (record.agent_id.clone(), record.request_key.clone()),
-                            (log_key, record.expires_at_s),
-                        ));
-                        idempotency
-                            .insert(log_key, encode(record)?.as_slice())
-                            .map_err(|e| redb_error(context, e))?;
-                    }
-                    Effect::Nonce(record) => {
-                        nonces
-                            .insert(next_log_key(), encode(record)?.as_slice())
-                            .map_err(|e| redb_error(context, e))?;
-                    }
-                    Effect::Sweep { now_s } => {
-                        let now_s = *now_s;
-                        // Unreadable rows are kept: deleting is never the way to handle them.
-                        idempotency
-                            .retain(|key, value| {
-                                super::records::decode::<IdempotencyRecord>(
-                                    "idempotency_log",
-                                    &format_args!("{key:032x}"),
-                                    value,
-                                )
-                                .map_or(true, |record| record.expires_at_s > now_s)
-                            })
-                            .map_err(|e| redb_error(context, e))?;
-                        nonces
-                            .retain(|key, value| {
-                                super::records::decode::<NonceRecord>(
-                                    "nonce_log",
-                                    &format_args!("{key:032x}"),
-                                    value,
-                                )
-                                .map_or(true, |record| record.expires_at_s > now_s)
-                            })
-                            .map_err(|e| redb_error(context, e))?;
-                    }
-                }
-            }
-            let mut meta = txn
-                .open_table(tables::META)
-                .map_err(|e| redb_error(context, e))?;
-            meta.insert(tables::META_COMMIT_SEQ, self.commit_seq + 1)
-                .map_err(|e| redb_error(context, e))?;
-        }
-        txn.commit().map_err(|e| redb_error(context, e))?;
-        self.commit_seq += 1;
         if durable {
+            let synced = self.journal.synced_offset();
+            if let Err(error) = self.journal.sync() {
+                // Earlier unsynced batches (batched mode) are now of unknown
+                // fate too; `ensure_ready` drops them and reloads.
+                self.journal_repair = Some(synced);
+                return Err(error);
+            }
             self.unsynced_since = None;
         } else if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
+        let now = Instant::now();
+        self.commit_seq = commit_seq;
+        self.unapplied_bytes += record.len();
+        self.unapplied.push_back(Unapplied { record, end_offset });
+        self.unapplied_since.get_or_insert(now);
+        self.last_append = Some(now);
         Ok(())
     }
 
-    /// Batched mode: makes every earlier non-durable commit durable.
-    fn sync(&mut self) {
-        let result = (|| -> Result<(), StoreError> {
-            let db = self
-                .db
-                .as_ref()
-                .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
-            let context = "fsync commit";
-            let mut txn = db.begin_write().map_err(|e| redb_error(context, e))?;
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|e| StoreError::Io(format!("{context}: {e}")))?;
-            {
-                // Rewriting the sequence gives the commit something to persist.
-                let mut meta = txn
-                    .open_table(tables::META)
-                    .map_err(|e| redb_error(context, e))?;
-                meta.insert(tables::META_COMMIT_SEQ, self.commit_seq)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            txn.commit().map_err(|e| redb_error(context, e))
-        })();
-        match result {
+    /// Batched mode: makes every journaled batch durable.
+    fn sync_journal(&mut self) {
+        let synced = self.journal.synced_offset();
+        match self.journal.sync() {
             Ok(()) => {
                 self.unsynced_since = None;
                 self.record_success();
             }
             Err(error) => {
                 self.unsynced_since = None;
-                self.recover(&error.to_string());
+                self.journal_repair = Some(synced);
+                self.record_failure(&error.to_string());
+            }
+        }
+    }
+
+    /// Moves every journaled batch into redb in one durable transaction and
+    /// starts the journal over. A no-op when nothing is waiting.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.unapplied.is_empty() {
+            return Ok(());
+        }
+        self.checkpoint_or_probe()
+    }
+
+    /// [`Writer::checkpoint`], or with nothing to apply a durable commit of
+    /// the sequence number: the health probe's proof that redb writes again.
+    fn checkpoint_or_probe(&mut self) -> Result<(), StoreError> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
+        let result = if self.unapplied.is_empty() {
+            probe_commit(db, self.applied_seq)
+        } else {
+            journal::checkpoint(db, self.unapplied.iter().map(|u| u.record.as_slice())).and_then(
+                |applied_seq| {
+                    if applied_seq == self.commit_seq {
+                        Ok(applied_seq)
+                    } else {
+                        Err(StoreError::Corrupt(format!(
+                            "checkpoint reached commit {applied_seq}, journal holds {}",
+                            self.commit_seq
+                        )))
+                    }
+                },
+            )
+        };
+        match result {
+            Ok(_) => {
+                self.applied_seq = self.commit_seq;
+                self.unapplied.clear();
+                self.unapplied_bytes = 0;
+                self.unapplied_since = None;
+                self.last_append = None;
+                // redb now holds durably what the journal held, synced or not.
+                self.unsynced_since = None;
+                if let Err(error) = self.journal.reset() {
+                    self.journal_repair = Some(0);
+                    self.record_failure(&error.to_string());
+                    return Err(error);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // redb refuses every operation after an I/O error until
+                // reopened; the journal still holds every batch.
+                self.db = None;
+                self.record_failure(&error.to_string());
+                Err(error)
             }
         }
     }
@@ -526,11 +612,10 @@ impl Writer {
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
-    /// After a failed commit: reopen the file and make memory equal to it.
-    fn recover(&mut self, message: &str) {
+    fn record_failure(&self, message: &str) {
         tracing::error!(
             error = message,
-            "store commit failed; failing the batch and reopening the database"
+            "store write failed; the batch failed and the store repairs itself before the next"
         );
         self.shared.failed_commits.fetch_add(1, Ordering::AcqRel);
         self.shared.healthy.store(false, Ordering::Release);
@@ -539,90 +624,113 @@ impl Writer {
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
-        // redb refuses every operation after an I/O error until reopened.
-        self.db = None;
-        if self.ensure_database(true).is_err() {
-            // The file cannot even be opened: keep memory at the last commit
-            // this thread saw succeed; the next batch retries the reopen and
-            // reconciles with what it finds.
-            self.lock_ledger().rollback_batch();
-        }
     }
 
-    /// Reopens the database if it is closed, and reconciles the ledger with it:
-    /// the batch in flight landed (keep), did not land (undo it), or more was
-    /// lost (batched mode: reload everything from the file). `in_batch` says
-    /// whether the ledger's undo journal holds the batch that just failed.
-    fn ensure_database(&mut self, in_batch: bool) -> Result<(), String> {
-        if self.db.is_some() {
-            return Ok(());
-        }
-        let reopened = (|| -> Result<(Database, u64), StoreError> {
-            let db = super::open_database(&self.path, self.fault.clone())?;
-            let txn = db
-                .begin_read()
-                .map_err(|e| redb_error("reading the reopened store", e))?;
-            let disk_seq = tables::read_commit_seq(&txn)?;
-            drop(txn);
-            Ok((db, disk_seq))
-        })();
-        let (db, disk_seq) = match reopened {
-            Ok(opened) => opened,
-            Err(error) => {
+    fn note_unavailable(&self, message: &str) {
+        tracing::error!(error = message, "store unavailable");
+        *self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
+    }
+
+    /// Before any batch after a failure: reopens redb if it was closed, zeroes
+    /// a journal tail a failed write or sync left behind, and, when that tail
+    /// held acknowledged batches (batched mode), rebuilds memory from disk.
+    fn ensure_ready(&mut self) -> Result<(), String> {
+        if self.db.is_none() {
+            let reopened = super::open_database(&self.path, self.fault.clone()).and_then(|db| {
+                let disk_seq = db
+                    .begin_read()
+                    .map_err(|e| redb_error("reading the reopened store", e))
+                    .and_then(|txn| tables::read_commit_seq(&txn))?;
+                Ok((db, disk_seq))
+            });
+            let (db, disk_seq) = reopened.map_err(|error| {
                 let message = format!("cannot reopen the store: {error}");
-                tracing::error!(error = %message, "store unavailable");
-                *self
-                    .shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
-                return Err(message);
-            }
-        };
-        let ledger_lock = Arc::clone(&self.ledger);
-        let mut ledger = ledger_lock.write().unwrap_or_else(PoisonError::into_inner);
-        if in_batch && disk_seq == self.commit_seq + 1 {
-            // The failed commit reached the file after all; memory already matches.
-            ledger.commit_batch();
-            self.commit_seq = disk_seq;
-        } else if disk_seq == self.commit_seq {
-            // No-op outside a batch: memory already equals the last commit.
-            ledger.rollback_batch();
-        } else {
-            let state = db
-                .begin_read()
-                .map_err(|e| redb_error("reloading the store", e))
-                .and_then(|txn| tables::read_state(&txn, false));
-            match state {
-                Ok(state) => {
-                    tracing::warn!(
-                        lost_commits = self.commit_seq.saturating_sub(disk_seq),
-                        "reloaded the ledger from the store after losing unsynced commits"
-                    );
-                    *ledger = state.ledger;
-                    self.commit_seq = disk_seq;
-                }
-                Err(error) => {
-                    let message = format!("cannot reload the store: {error}");
-                    ledger.rollback_batch();
-                    return Err(message);
+                self.note_unavailable(&message);
+                message
+            })?;
+            // A checkpoint reported as failed may have landed after all.
+            while self
+                .unapplied
+                .front()
+                .is_some_and(|u| journal::record_seq(&u.record) <= disk_seq)
+            {
+                if let Some(done) = self.unapplied.pop_front() {
+                    self.unapplied_bytes -= done.record.len();
                 }
             }
+            self.applied_seq = disk_seq;
+            self.db = Some(db);
         }
-        drop(ledger);
-        // Whatever reached the file is what counts: re-read which idempotency
-        // keys are stored, including those of a batch reported as failed.
-        match db
-            .begin_read()
-            .map_err(|e| redb_error("indexing idempotency records", e))
-            .and_then(|txn| tables::idempotency_index(&txn))
-        {
-            Ok(index) => self.idempotency_index = index,
-            Err(error) => return Err(format!("cannot index the reopened store: {error}")),
+        if let Some(from) = self.journal_repair {
+            self.journal.invalidate_from(from).map_err(|error| {
+                let message = format!("cannot repair the journal: {error}");
+                self.note_unavailable(&message);
+                message
+            })?;
+            let kept = self.unapplied.len();
+            self.unapplied.retain(|u| u.end_offset <= from);
+            let lost = kept - self.unapplied.len();
+            if lost > 0 {
+                tracing::warn!(
+                    lost_commits = lost,
+                    "acknowledged but unsynced commits were lost with the journal's tail"
+                );
+                self.reload_needed = true;
+            }
+            self.unapplied_bytes = self.unapplied.iter().map(|u| u.record.len()).sum();
+            self.commit_seq = self
+                .unapplied
+                .back()
+                .map_or(self.applied_seq, |u| journal::record_seq(&u.record));
+            self.journal_repair = None;
         }
-        self.db = Some(db);
+        if self.reload_needed {
+            self.reload().map_err(|error| {
+                let message = format!("cannot reload the store: {error}");
+                self.note_unavailable(&message);
+                message
+            })?;
+            self.reload_needed = false;
+        }
         Ok(())
     }
+
+    /// Makes memory equal to the disk after acknowledged batches were lost:
+    /// checkpoints what survived, then reads the ledger and the idempotency
+    /// index back from redb.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let txn = self.read_current("reloading the store")?;
+        let state = tables::read_state(&txn, false)?;
+        let index = tables::idempotency_index(&txn)?;
+        tracing::warn!(
+            commit_seq = state.commit_seq,
+            "reloaded the ledger from the store after losing unsynced commits"
+        );
+        *self.lock_ledger() = state.ledger;
+        self.idempotency_index = index;
+        self.commit_seq = state.commit_seq;
+        self.applied_seq = state.commit_seq;
+        Ok(())
+    }
+}
+
+/// A durable redb commit that changes nothing but proves the file writable.
+fn probe_commit(db: &Database, commit_seq: u64) -> Result<u64, StoreError> {
+    let context = "health probe commit";
+    let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
+    {
+        let mut meta = txn
+            .open_table(tables::META)
+            .map_err(|e| redb_error(context, e))?;
+        meta.insert(tables::META_COMMIT_SEQ, commit_seq)
+            .map_err(|e| redb_error(context, e))?;
+    }
+    txn.commit().map_err(|e| redb_error(context, e))?;
+    Ok(commit_seq)
 }
 
 enum Applied {

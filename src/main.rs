@@ -12,6 +12,9 @@ use jecp_hub::store::admin::{self, ExportFormat};
 
 mod agent_cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A JECP Hub: agent wallets, mandates, trust tiers and pay-per-call billing in one binary.
 ///
 /// Configuration precedence, lowest to highest: built-in defaults, the TOML file given with

@@ -42,7 +42,13 @@ fn run_child(dir: PathBuf, round: u64) -> ! {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let (store, _) = Store::open(&dir, StoreOptions::default()).unwrap();
+        // A small hand-off size: the kill lands while journal files switch and
+        // background checkpoints run, not only between them.
+        let options = StoreOptions {
+            checkpoint_bytes: 32 * 1024,
+            ..StoreOptions::default()
+        };
+        let (store, _) = Store::open(&dir, options).unwrap();
         let log = Arc::new(Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)

@@ -35,6 +35,27 @@ async fn hold(store: &Store, micros: u64) -> HoldId {
     }
 }
 
+/// Opens a store in `dir` with one wallet holding 1 USDC (credit reference `t1`).
+async fn open_funded(dir: &std::path::Path, options: StoreOptions) -> Store {
+    let (store, _) = Store::open(dir, options).unwrap();
+    store
+        .execute(Command::OpenWallet {
+            account: WALLET,
+            agent: agent(),
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet: WALLET,
+            amount: Micros::from_usdc(1),
+            reference: "t1".into(),
+        })
+        .await
+        .unwrap();
+    store
+}
+
 fn posted_state(account: &Account) -> (Micros, Micros, u64) {
     (
         account.credits_posted,
@@ -51,22 +72,7 @@ async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
         fault: Some(switch.clone()),
         ..StoreOptions::default()
     };
-    let (store, _) = Store::open(dir.path(), options.clone()).unwrap();
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent: agent(),
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(1),
-            reference: "t1".into(),
-        })
-        .await
-        .unwrap();
+    let store = open_funded(dir.path(), options.clone()).await;
     let doomed = hold(&store, 10_000).await;
     let snapshot = |store: &Store| {
         store.read_ledger(|l| {
@@ -179,22 +185,7 @@ async fn a_failed_commit_fails_the_batch_and_memory_equals_disk() {
 async fn batched_mode_reloads_memory_from_disk_when_the_interval_fsync_fails() {
     let dir = tempfile::tempdir().unwrap();
     // Session 1: a durable baseline of 1 USDC (shutdown makes a durable commit).
-    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent: agent(),
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(1),
-            reference: "t1".into(),
-        })
-        .await
-        .unwrap();
+    let store = open_funded(dir.path(), StoreOptions::default()).await;
     store.shutdown().await;
 
     // Session 2: batched mode acknowledges a credit before its fsync; the
@@ -254,4 +245,94 @@ async fn batched_mode_reloads_memory_from_disk_when_the_interval_fsync_fails() {
     store.shutdown().await;
     let report = admin::verify(dir.path()).unwrap();
     assert!(report.is_ok() && report.transfers == 2, "{report}");
+}
+
+/// Waits up to 5 s for `done` to hold of the store's health.
+async fn wait_for_health(store: &Store, done: impl Fn(&jecp_hub::store::StoreHealth) -> bool) {
+    for _ in 0..250 {
+        if done(&store.health()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "health never reached the expected state: {:?}",
+        store.health()
+    );
+}
+
+#[tokio::test]
+async fn failed_checkpoints_lose_no_acknowledged_charge_and_the_store_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = FaultSwitch::new();
+    // Tiny journal files: a hand-off to the checkpoint thread every few charges.
+    let options = StoreOptions {
+        checkpoint_bytes: 2 * 1024,
+        fault: Some(switch.clone()),
+        ..StoreOptions::default()
+    };
+    let store = open_funded(dir.path(), options.clone()).await;
+
+    // redb's fsync fails; the journal does not.
+    switch.arm_with(jecp_hub::store::FaultKind::DatabaseSyncError);
+    let mut acknowledged = 0u64;
+    for i in 0..120 {
+        // Holds are memory-only and taken directly, as the Hub does.
+        let held = store.hold(WALLET, Micros::new(1_000).unwrap()).unwrap();
+        match store
+            .execute(Command::Post {
+                hold: held,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo(&format!("c{i}")),
+                idempotency: None,
+            })
+            .await
+        {
+            Ok(Reply::Posted(_)) => acknowledged += 1,
+            // Once a checkpoint has failed, redb must be reopened before the
+            // next batch; until it can be, calls are refused and not charged.
+            Err(StoreError::Degraded(_)) => {
+                let _ = store.void(held);
+            }
+            other => panic!("unexpected post result: {other:?}"),
+        }
+    }
+    assert!(
+        switch.injected_failures() > 0,
+        "no checkpoint was attempted"
+    );
+    assert!(acknowledged > 0, "the journal kept no commit going");
+    wait_for_health(&store, |health| health.failed_commits >= 1).await;
+    assert_eq!(
+        store.read_ledger(|l| l.account(WALLET).map(|a| a.charges_posted)),
+        Some(acknowledged)
+    );
+
+    // Once redb syncs again the probe checkpoints the held-back batches.
+    switch.disarm();
+    wait_for_health(&store, |health| health.ok).await;
+    let held = store.hold(WALLET, Micros::new(1_000).unwrap()).unwrap();
+    assert!(matches!(
+        store
+            .execute(Command::Post {
+                hold: held,
+                provider: AccountId::HUB_PROVIDER,
+                memo: memo("after"),
+                idempotency: None,
+            })
+            .await,
+        Ok(Reply::Posted(_))
+    ));
+    store.shutdown().await;
+
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    // The credit, then three legs per acknowledged charge; nothing else.
+    assert_eq!(report.transfers, 1 + 3 * (acknowledged + 1));
+    let (store, _) = Store::open(dir.path(), options).unwrap();
+    assert_eq!(
+        store.read_ledger(|l| l.account(WALLET).map(|a| a.charges_posted)),
+        Some(acknowledged + 1)
+    );
+    store.shutdown().await;
 }

@@ -98,7 +98,7 @@ fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf, usize), St
         .map_err(|e| redb_error(&path.display().to_string(), e))?;
     // After a crash, acknowledged batches may be only in the journal: apply
     // them first, exactly as the next start would.
-    let replayed = if data_dir.join(super::JOURNAL_FILE).exists() {
+    let replayed = if super::journal_exists(data_dir) {
         super::journal::Journal::open_and_replay(data_dir, &db, None)?.1
     } else {
         0

@@ -32,11 +32,15 @@ pub enum FaultKind {
     WriteError,
     /// Only `sync_data` (fsync) fails, with `EIO`; writes still land in the page cache.
     SyncError,
+    /// Only the redb file's `sync_data` fails, with `EIO`; the commit journal
+    /// works: checkpoints fail while commits go on.
+    DatabaseSyncError,
 }
 
 const KIND_DISK_FULL: u8 = 0;
 const KIND_WRITE_ERROR: u8 = 1;
 const KIND_SYNC_ERROR: u8 = 2;
+const KIND_DATABASE_SYNC_ERROR: u8 = 3;
 
 /// A shared on/off switch for injected I/O failures.
 #[derive(Clone, Default)]
@@ -70,6 +74,7 @@ impl FaultSwitch {
             FaultKind::DiskFull => KIND_DISK_FULL,
             FaultKind::WriteError => KIND_WRITE_ERROR,
             FaultKind::SyncError => KIND_SYNC_ERROR,
+            FaultKind::DatabaseSyncError => KIND_DATABASE_SYNC_ERROR,
         };
         self.kind.store(code, Ordering::SeqCst);
         self.armed.store(true, Ordering::SeqCst);
@@ -90,12 +95,12 @@ impl FaultSwitch {
 
     /// The journal's seam: fails like a backend `write` would.
     pub(super) fn check_write(&self) -> io::Result<()> {
-        self.check(Operation::Write)
+        self.check(Operation::JournalWrite)
     }
 
     /// The journal's seam: fails like a backend `sync_data` would.
     pub(super) fn check_sync(&self) -> io::Result<()> {
-        self.check(Operation::Sync)
+        self.check(Operation::JournalSync)
     }
 
     fn check(&self, operation: Operation) -> io::Result<()> {
@@ -104,7 +109,9 @@ impl FaultSwitch {
         }
         let errno = match (self.kind.load(Ordering::SeqCst), operation) {
             (KIND_DISK_FULL, _) => ENOSPC,
-            (KIND_WRITE_ERROR, Operation::Write) | (KIND_SYNC_ERROR, Operation::Sync) => EIO,
+            (KIND_WRITE_ERROR, Operation::Write | Operation::JournalWrite)
+            | (KIND_SYNC_ERROR, Operation::Sync | Operation::JournalSync)
+            | (KIND_DATABASE_SYNC_ERROR, Operation::Sync) => EIO,
             _ => return Ok(()),
         };
         self.injected.fetch_add(1, Ordering::SeqCst);
@@ -116,6 +123,8 @@ impl FaultSwitch {
 enum Operation {
     Write,
     Sync,
+    JournalWrite,
+    JournalSync,
 }
 
 /// [`FileBackend`] with optional injected failures on `write` and `sync_data`.

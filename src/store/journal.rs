@@ -33,16 +33,23 @@
 //!
 //! # Checkpoints and recovery
 //!
-//! The writer applies journaled batches to redb in one durable transaction
-//! (a checkpoint) when enough have accumulated, when it is idle, before a read
-//! that needs redb to be current, and at shutdown; redb's `commit_seq` then
-//! names the last batch it holds and the journal starts over at offset 0.
-//! Old records are not erased: a scan stops at the first record whose CRC
-//! fails, whose magic is wrong, or whose sequence number is not one more than
-//! the previous record's, and the records of an earlier cycle all carry
-//! numbers at or below the checkpoint's. At start-up (and before the admin
-//! tools read the file) [`replay_into`] applies every record numbered above
-//! redb's `commit_seq` and checkpoints, exactly as a running writer would.
+//! Journaled batches reach redb in checkpoints: one durable redb transaction
+//! applying many batches, after which redb's `commit_seq` names the last batch
+//! it holds. There are two journal files. When the active one has taken a few
+//! MiB, the writer hands its batches to the checkpoint thread and switches to
+//! the other file, which is free because its batches were checkpointed
+//! before; so commits never wait for a checkpoint. The writer also
+//! checkpoints synchronously when it is idle, before a read that needs redb
+//! to be current, and at shutdown.
+//!
+//! A reused file starts over at offset 0 and old records are not erased: a
+//! scan stops at the first record whose CRC fails, whose magic is wrong, or
+//! whose sequence number is not one more than the previous record's, and the
+//! records of an earlier cycle all carry numbers at or below the last
+//! checkpoint's. At start-up (and before the admin tools read the store)
+//! [`Journal::open_and_replay`] scans both files, applies every record
+//! numbered above redb's `commit_seq` in order — refusing a gap — and
+//! checkpoints, exactly as a running writer would.
 //!
 //! A failed append or `fdatasync` leaves an unknown tail: the writer zeroes
 //! the region from the last durable offset ([`Journal::invalidate_from`])
@@ -61,8 +68,17 @@ use super::tables::{self, redb_error};
 use super::{StoreError, records};
 use crate::records::{IdempotencyRecord, NonceRecord};
 
-/// The file name inside the data directory, beside the redb file.
-pub const JOURNAL_FILE: &str = "hub.journal";
+/// The two journal files inside the data directory, beside the redb file.
+/// The writer appends to one while the other's batches are checkpointed into
+/// redb on a separate thread; a file is reused only once redb holds all of it.
+pub const JOURNAL_FILES: [&str; 2] = ["hub.journal.a", "hub.journal.b"];
+
+/// Whether a data directory has journal files (a store written by this build).
+pub fn journal_exists(data_dir: &Path) -> bool {
+    JOURNAL_FILES
+        .iter()
+        .any(|name| data_dir.join(name).exists())
+}
 
 const MAGIC: [u8; 4] = *b"JNL1";
 /// magic + payload length + commit_seq + crc32.
@@ -401,36 +417,26 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `data_dir`, applies every record
-    /// newer than redb's `commit_seq` to `db` in one durable checkpoint, and
-    /// returns the journal ready to append at offset 0 with how many records
-    /// it applied.
+    /// Opens (or creates) both journal files in `data_dir`, applies every
+    /// record newer than redb's `commit_seq` to `db` in one durable
+    /// checkpoint, and returns the journals, each ready to append at offset 0,
+    /// with how many records it applied.
     pub(super) fn open_and_replay(
         data_dir: &Path,
         db: &redb::Database,
         fault: Option<FaultSwitch>,
-    ) -> Result<(Journal, usize), StoreError> {
-        let path = data_dir.join(JOURNAL_FILE);
-        let io_error = |what: &str, error: io::Error| {
-            StoreError::Io(format!("{what} {}: {error}", path.display()))
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_error("opening", e))?;
-        let len = file.metadata().map_err(|e| io_error("reading", e))?.len();
-        let mut image = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-        file.read_exact_at(&mut image, 0)
-            .map_err(|e| io_error("reading", e))?;
+    ) -> Result<([Journal; 2], usize), StoreError> {
         let disk_seq = db
             .begin_read()
             .map_err(|e| redb_error("reading the store before replay", e))
             .and_then(|txn| tables::read_commit_seq(&txn))?;
-        let records = scan(&image);
-        let replayed = records.iter().filter(|(seq, _)| *seq > disk_seq).count();
+        let (first, first_image) = Journal::open(&data_dir.join(JOURNAL_FILES[0]), fault.clone())?;
+        let (second, second_image) = Journal::open(&data_dir.join(JOURNAL_FILES[1]), fault)?;
+        let mut records: Vec<(u64, &[u8])> = scan(&first_image);
+        records.extend(scan(&second_image));
+        records.retain(|(seq, _)| *seq > disk_seq);
+        records.sort_by_key(|(seq, _)| *seq);
+        let replayed = records.len();
         let applied_seq = checkpoint(db, records.into_iter().map(|(_, record)| record))?;
         if replayed > 0 {
             tracing::info!(
@@ -439,16 +445,38 @@ impl Journal {
                 "journal replayed into the store"
             );
         }
-        let mut journal = Journal {
+        let mut journals = [first, second];
+        for journal in &mut journals {
+            journal.prepare(GROW_STEP_BYTES)?;
+        }
+        Ok((journals, replayed))
+    }
+
+    /// Opens (or creates) one journal file and reads it whole.
+    fn open(path: &Path, fault: Option<FaultSwitch>) -> Result<(Journal, Vec<u8>), StoreError> {
+        let io_error = |what: &str, error: io::Error| {
+            StoreError::Io(format!("{what} {}: {error}", path.display()))
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_error("opening", e))?;
+        let len = file.metadata().map_err(|e| io_error("reading", e))?.len();
+        let mut image = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut image, 0)
+            .map_err(|e| io_error("reading", e))?;
+        let journal = Journal {
             file,
-            path,
+            path: path.to_owned(),
             fault,
             write_offset: 0,
             synced_offset: 0,
             prepared_len: len,
         };
-        journal.prepare(GROW_STEP_BYTES)?;
-        Ok((journal, replayed))
+        Ok((journal, image))
     }
 
     fn io_error(&self, what: &str, error: io::Error) -> StoreError {
@@ -621,6 +649,51 @@ mod tests {
         let error = checkpoint(&db, [record.as_slice()]).unwrap_err();
         assert!(
             matches!(error, StoreError::Corrupt(ref m) if m.contains("past the end")),
+            "{error}"
+        );
+    }
+
+    fn write_journal(path: &Path, records: &[Vec<u8>]) {
+        let bytes: Vec<u8> = records.concat();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn replay_merges_both_files_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        crate::store::initialize(&db).unwrap();
+        // Records 1-2 were checkpointed; 3-4 sit in file b (handed off),
+        // 5-6 in file a (reused: a stale record 2 of its earlier cycle trails).
+        assert_eq!(
+            checkpoint(&db, [record(1, 1).as_slice(), record(2, 1).as_slice()]).unwrap(),
+            2
+        );
+        write_journal(
+            &dir.path().join(JOURNAL_FILES[0]),
+            &[record(5, 2), record(6, 1), record(2, 1)],
+        );
+        write_journal(
+            &dir.path().join(JOURNAL_FILES[1]),
+            &[record(3, 3), record(4, 1)],
+        );
+        let (_, replayed) = Journal::open_and_replay(dir.path(), &db, None).unwrap();
+        assert_eq!(replayed, 4);
+        let txn = db.begin_read().unwrap();
+        assert_eq!(tables::read_commit_seq(&txn).unwrap(), 6);
+        drop(txn);
+        // A second replay finds nothing newer.
+        let (_, replayed) = Journal::open_and_replay(dir.path(), &db, None).unwrap();
+        assert_eq!(replayed, 0);
+
+        // A missing record between the files is refused, not skipped.
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        write_journal(&dir.path().join(JOURNAL_FILES[0]), &[record(1, 1)]);
+        write_journal(&dir.path().join(JOURNAL_FILES[1]), &[record(3, 1)]);
+        let error = Journal::open_and_replay(dir.path(), &db, None).unwrap_err();
+        assert!(
+            matches!(error, StoreError::Corrupt(ref m) if m.contains("missing")),
             "{error}"
         );
     }

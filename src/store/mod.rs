@@ -17,10 +17,13 @@
 //! wakes every waiter. Under load thousands of charges share one fsync; an
 //! idle Hub commits one at a time, at close to the cost of a raw `fdatasync`.
 //!
-//! Journaled batches reach redb in checkpoints: one durable redb transaction
-//! per few MiB of journal, after half a second of quiet, before a read that
-//! needs redb (wallet history, a stored idempotent answer), and at shutdown.
-//! See `src/store/journal.rs` for the format and why.
+//! Journaled batches reach redb in checkpoints, one durable redb transaction
+//! for many batches: on a separate checkpoint thread each time a journal file
+//! has taken [`StoreOptions::checkpoint_bytes`] (appends switch to the other
+//! file meanwhile, so commits never wait for redb), and on the writer after
+//! half a second of quiet, before a read that needs redb (wallet history, a
+//! stored idempotent answer), and at shutdown. See `src/store/journal.rs` for
+//! the format and why.
 //!
 //! `Hold` and `Void` are memory-only (holds do not survive a restart, which
 //! equals a void) and are answered right after apply. If a batch's journal
@@ -71,7 +74,7 @@ use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
-pub use journal::JOURNAL_FILE;
+pub use journal::{JOURNAL_FILES, journal_exists};
 pub use tables::DATABASE_FILE;
 
 /// When a waiter is woken relative to the disk. See the module doc.
@@ -105,6 +108,9 @@ pub struct StoreOptions {
     pub queue_capacity: usize,
     /// Most commands applied and committed in one transaction.
     pub batch_max: usize,
+    /// Journal bytes after which the active journal file is handed to the
+    /// checkpoint thread and appends switch to the other file.
+    pub checkpoint_bytes: usize,
     /// Injected I/O failures for tests; `None` in production.
     pub fault: Option<FaultSwitch>,
 }
@@ -115,6 +121,7 @@ impl Default for StoreOptions {
             durability: Durability::Immediate,
             queue_capacity: 65_536,
             batch_max: 8_192,
+            checkpoint_bytes: writer::CHECKPOINT_BYTES_DEFAULT,
             fault: None,
         }
     }
@@ -524,7 +531,8 @@ impl Store {
         let db = open_database(&path, options.fault.clone())?;
         initialize(&db)?;
         // Batches acknowledged before a crash may be only in the journal.
-        let (journal, _) = journal::Journal::open_and_replay(data_dir, &db, options.fault.clone())?;
+        let (journals, _) =
+            journal::Journal::open_and_replay(data_dir, &db, options.fault.clone())?;
         let state = load(&db)?;
         let next_wallet_account = state
             .ledger
@@ -569,7 +577,7 @@ impl Store {
             .and_then(|txn| tables::idempotency_index(&txn))?;
         let writer = writer::Writer::new(
             db,
-            journal,
+            journals,
             idempotency_index,
             path,
             options.fault,
@@ -577,8 +585,9 @@ impl Store {
             Arc::clone(&shared),
             options.durability,
             options.batch_max.max(1),
+            options.checkpoint_bytes.max(1),
             state.commit_seq,
-        );
+        )?;
         let thread = std::thread::Builder::new()
             .name("jecp-store-writer".into())
             .spawn(move || writer.run(receiver))

@@ -1,13 +1,16 @@
 //! The writer thread: the only mutator of the ledger and the only writer of
-//! the journal and the redb file. One batch = apply in order, one journal
-//! record, one `fdatasync`, then wake the waiters; journaled batches reach
-//! redb in checkpoints. See the parent module doc and [`super::journal`].
+//! the journal. One batch = apply in order, one journal record, one
+//! `fdatasync`, then wake the waiters. Journaled batches reach redb in
+//! checkpoints, run by the checkpoint thread this module also owns (a full
+//! journal file at a time) or by the writer itself when it needs redb
+//! current. See the parent module doc and [`super::journal`].
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase};
@@ -36,16 +39,59 @@ struct Pending {
 /// A batch that is in the journal but not yet in redb.
 struct Unapplied {
     record: Vec<u8>,
-    /// Offset just past the record in the journal file.
+    /// Which journal file holds it, and the offset just past it there.
+    file: usize,
     end_offset: u64,
+}
+
+/// Batches of a full journal file, for the checkpoint thread.
+struct CheckpointJob {
+    db: Arc<Database>,
+    records: Vec<Vec<u8>>,
+}
+
+/// What the checkpoint thread reports. It has dropped its database handle
+/// before it reports, so the writer may reopen the file right after.
+enum CheckpointDone {
+    /// redb now holds every batch up to this `commit_seq`.
+    Applied { seq: u64 },
+    /// The records come back: they are still needed for the next attempt.
+    Failed {
+        error: StoreError,
+        records: Vec<Vec<u8>>,
+    },
+}
+
+/// The checkpoint thread: applies handed-off journal files to redb while the
+/// writer goes on journaling into the other file.
+fn run_checkpoints(jobs: Receiver<CheckpointJob>, done: SyncSender<CheckpointDone>) {
+    while let Ok(CheckpointJob { db, records }) = jobs.recv() {
+        let result = journal::checkpoint(&db, records.iter().map(Vec::as_slice));
+        drop(db);
+        let report = match result {
+            Ok(seq) => CheckpointDone::Applied { seq },
+            Err(error) => CheckpointDone::Failed { error, records },
+        };
+        if done.send(report).is_err() {
+            return;
+        }
+    }
 }
 
 pub(super) struct Writer {
     /// `None` after a redb error, until reopened (redb refuses all work then).
-    db: Option<Database>,
-    journal: Journal,
-    /// Journaled batches not yet checkpointed into redb, oldest first.
+    db: Option<Arc<Database>>,
+    /// The two journal files; `active` takes appends.
+    journals: [Journal; 2],
+    active: usize,
+    /// Journaled batches not yet checkpointed into redb and not handed to
+    /// the checkpoint thread, oldest first.
     unapplied: VecDeque<Unapplied>,
+    /// Set while the checkpoint thread works on the other file's batches.
+    checkpoint_in_flight: bool,
+    checkpoint_jobs: Option<SyncSender<CheckpointJob>>,
+    checkpoint_done: Receiver<CheckpointDone>,
+    checkpoint_thread: Option<JoinHandle<()>>,
     unapplied_bytes: usize,
     /// When the oldest unapplied batch was journaled, and the newest.
     unapplied_since: Option<Instant>,
@@ -60,6 +106,7 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     durability: Durability,
     batch_max: usize,
+    checkpoint_bytes: usize,
     /// `commit_seq` of the last journaled batch.
     commit_seq: u64,
     /// `commit_seq` redb holds (the last checkpoint).
@@ -79,9 +126,10 @@ pub(super) struct Writer {
 /// How often an unhealthy store tries a durable commit to learn whether the
 /// fault has cleared.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// Journaled bytes that trigger a checkpoint into redb. Bounds the journal
-/// file, the memory holding unapplied records, and start-up replay time.
-const CHECKPOINT_BYTES: usize = 4 << 20;
+/// Journaled bytes that hand the active journal file to the checkpoint
+/// thread ([`super::StoreOptions::checkpoint_bytes`]). Bounds the journal
+/// files, the memory holding unapplied records, and start-up replay time.
+pub(super) const CHECKPOINT_BYTES_DEFAULT: usize = 4 << 20;
 /// A checkpoint follows this long after the last append...
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(500);
 /// ...and never later than this after the oldest unapplied batch, so the
@@ -113,7 +161,7 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         db: Database,
-        journal: Journal,
+        journals: [Journal; 2],
         idempotency_index: tables::IdempotencyIndex,
         path: PathBuf,
         fault: Option<FaultSwitch>,
@@ -121,12 +169,24 @@ impl Writer {
         shared: Arc<Shared>,
         durability: Durability,
         batch_max: usize,
+        checkpoint_bytes: usize,
         commit_seq: u64,
-    ) -> Writer {
-        Writer {
-            db: Some(db),
-            journal,
+    ) -> Result<Writer, StoreError> {
+        let (checkpoint_jobs, jobs) = mpsc::sync_channel(1);
+        let (done, checkpoint_done) = mpsc::sync_channel(1);
+        let checkpoint_thread = std::thread::Builder::new()
+            .name("jecp-store-checkpoint".into())
+            .spawn(move || run_checkpoints(jobs, done))
+            .map_err(|error| StoreError::Io(format!("spawning the checkpoint thread: {error}")))?;
+        Ok(Writer {
+            db: Some(Arc::new(db)),
+            journals,
+            active: 0,
             unapplied: VecDeque::new(),
+            checkpoint_in_flight: false,
+            checkpoint_jobs: Some(checkpoint_jobs),
+            checkpoint_done,
+            checkpoint_thread: Some(checkpoint_thread),
             unapplied_bytes: 0,
             unapplied_since: None,
             last_append: None,
@@ -138,6 +198,7 @@ impl Writer {
             shared,
             durability,
             batch_max,
+            checkpoint_bytes,
             commit_seq,
             applied_seq: commit_seq,
             unsynced_since: None,
@@ -145,7 +206,7 @@ impl Writer {
             reload_needed: false,
             pending_buffer: Vec::new(),
             effects_buffer: Vec::new(),
-        }
+        })
     }
 
     pub(super) fn run(mut self, receiver: Receiver<Job>) {
@@ -184,8 +245,20 @@ impl Writer {
             if !batch.is_empty() {
                 self.process(&mut batch);
             }
-            if self.unapplied_bytes >= CHECKPOINT_BYTES {
-                let _ = self.checkpoint();
+            if let Ok(done) = self.checkpoint_done.try_recv() {
+                self.retire_checkpoint(done);
+            }
+            if self.unapplied_bytes >= self.checkpoint_bytes {
+                self.hand_off_active_file();
+            }
+            // Under steady load `recv_timeout` never times out: timers that
+            // are due (a checkpoint held back by a failure, the batched
+            // fsync) run here.
+            if self
+                .wake_deadline()
+                .is_some_and(|deadline| deadline <= Instant::now())
+            {
+                self.on_timer();
             }
             if stop {
                 self.close();
@@ -207,7 +280,7 @@ impl Writer {
     /// it and the next start replays it.
     fn close(&mut self) {
         if self.journal_repair.is_none()
-            && let Err(error) = self.journal.sync()
+            && let Err(error) = self.journals[self.active].sync()
         {
             tracing::error!(%error, "final journal sync failed");
         }
@@ -217,7 +290,108 @@ impl Writer {
         {
             tracing::error!(%error, "final checkpoint failed; the next start replays the journal");
         }
+        self.wait_for_checkpoint();
         self.db = None;
+        // Closing the job queue ends the checkpoint thread.
+        self.checkpoint_jobs = None;
+        if let Some(thread) = self.checkpoint_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the checkpoint thread panicked");
+        }
+    }
+
+    /// When the active journal file has taken `checkpoint_bytes`: hands its
+    /// batches to the checkpoint thread and switches appends to the other
+    /// file, so commits never wait for redb. Waits for a better moment when
+    /// a checkpoint is still running, a repair is pending, or batches of the
+    /// other file are still unapplied (after a failed checkpoint).
+    fn hand_off_active_file(&mut self) {
+        if self.checkpoint_in_flight
+            || self.journal_repair.is_some()
+            || self.reload_needed
+            || self.unapplied.iter().any(|u| u.file != self.active)
+        {
+            return;
+        }
+        let (Some(db), Some(jobs)) = (self.db.clone(), self.checkpoint_jobs.clone()) else {
+            return;
+        };
+        // Batched mode: only the active file may hold unsynced batches, so
+        // it is made durable before the switch.
+        if self.unsynced_since.is_some() {
+            self.sync_journal();
+            if self.journal_repair.is_some() {
+                return;
+            }
+        }
+        let records: Vec<Vec<u8>> = self.unapplied.drain(..).map(|u| u.record).collect();
+        if let Err(mpsc::SendError(job)) = jobs.send(CheckpointJob { db, records }) {
+            // The thread is gone (it only stops when the writer closes):
+            // keep the batches for a synchronous checkpoint.
+            let file = self.active;
+            self.unapplied
+                .extend(job.records.into_iter().map(|record| Unapplied {
+                    record,
+                    file,
+                    end_offset: 0,
+                }));
+            return;
+        }
+        self.checkpoint_in_flight = true;
+        self.unapplied_bytes = 0;
+        self.unapplied_since = None;
+        self.last_append = None;
+        self.active = 1 - self.active;
+        // The other file's batches were all checkpointed before this one's
+        // hand-off could start, so it is free to start over.
+        if let Err(error) = self.journals[self.active].reset() {
+            self.journal_repair = Some(0);
+            self.record_failure(&error.to_string());
+        }
+    }
+
+    /// Takes the checkpoint thread's report.
+    fn retire_checkpoint(&mut self, done: CheckpointDone) {
+        self.checkpoint_in_flight = false;
+        match done {
+            CheckpointDone::Applied { seq } => self.applied_seq = seq,
+            CheckpointDone::Failed { error, records } => {
+                // redb refuses every operation after an I/O error until
+                // reopened; the batches go back in line, oldest first, for a
+                // synchronous checkpoint once it is.
+                self.db = None;
+                let file = 1 - self.active;
+                for record in records.into_iter().rev() {
+                    self.unapplied_bytes += record.len();
+                    self.unapplied.push_front(Unapplied {
+                        record,
+                        file,
+                        end_offset: 0,
+                    });
+                }
+                self.unapplied_since.get_or_insert_with(Instant::now);
+                self.last_append.get_or_insert_with(Instant::now);
+                self.record_failure(&error.to_string());
+            }
+        }
+    }
+
+    /// Blocks until the checkpoint thread has finished its job, if it has one.
+    fn wait_for_checkpoint(&mut self) {
+        if !self.checkpoint_in_flight {
+            return;
+        }
+        match self.checkpoint_done.recv() {
+            Ok(done) => self.retire_checkpoint(done),
+            // The thread died mid-job (a panic): its batches are still in the
+            // journal file, which the next start replays.
+            Err(_) => {
+                self.checkpoint_in_flight = false;
+                self.db = None;
+                self.record_failure("the checkpoint thread stopped");
+            }
+        }
     }
 
     /// When the loop must wake without work: the batched-mode fsync, a
@@ -492,8 +666,9 @@ impl Writer {
         }
         let record = record.finish()?;
 
-        let start = self.journal.write_offset();
-        let end_offset = match self.journal.append(&record) {
+        let journal = &mut self.journals[self.active];
+        let start = journal.write_offset();
+        let end_offset = match journal.append(&record) {
             Ok(end) => end,
             Err(error) => {
                 // A failed write may have left part of the record on disk.
@@ -508,8 +683,8 @@ impl Writer {
                 .is_some_and(|since| since.elapsed() >= Duration::from_millis(fsync_interval_ms)),
         };
         if durable {
-            let synced = self.journal.synced_offset();
-            if let Err(error) = self.journal.sync() {
+            let synced = journal.synced_offset();
+            if let Err(error) = journal.sync() {
                 // Earlier unsynced batches (batched mode) are now of unknown
                 // fate too; `ensure_ready` drops them and reloads.
                 self.journal_repair = Some(synced);
@@ -522,7 +697,11 @@ impl Writer {
         let now = Instant::now();
         self.commit_seq = commit_seq;
         self.unapplied_bytes += record.len();
-        self.unapplied.push_back(Unapplied { record, end_offset });
+        self.unapplied.push_back(Unapplied {
+            record,
+            file: self.active,
+            end_offset,
+        });
         self.unapplied_since.get_or_insert(now);
         self.last_append = Some(now);
         Ok(())
@@ -530,8 +709,9 @@ impl Writer {
 
     /// Batched mode: makes every journaled batch durable.
     fn sync_journal(&mut self) {
-        let synced = self.journal.synced_offset();
-        match self.journal.sync() {
+        let journal = &mut self.journals[self.active];
+        let synced = journal.synced_offset();
+        match journal.sync() {
             Ok(()) => {
                 self.unsynced_since = None;
                 self.record_success();
@@ -547,6 +727,7 @@ impl Writer {
     /// Moves every journaled batch into redb in one durable transaction and
     /// starts the journal over. A no-op when nothing is waiting.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.wait_for_checkpoint();
         if self.unapplied.is_empty() {
             return Ok(());
         }
@@ -556,12 +737,13 @@ impl Writer {
     /// [`Writer::checkpoint`], or with nothing to apply a durable commit of
     /// the sequence number: the health probe's proof that redb writes again.
     fn checkpoint_or_probe(&mut self) -> Result<(), StoreError> {
+        self.wait_for_checkpoint();
         let db = self
             .db
             .as_ref()
             .ok_or_else(|| StoreError::Degraded("database is closed".into()))?;
         let result = if self.unapplied.is_empty() {
-            probe_commit(db, self.applied_seq)
+            probe_commit(db)
         } else {
             journal::checkpoint(db, self.unapplied.iter().map(|u| u.record.as_slice())).and_then(
                 |applied_seq| {
@@ -585,7 +767,8 @@ impl Writer {
                 self.last_append = None;
                 // redb now holds durably what the journal held, synced or not.
                 self.unsynced_since = None;
-                if let Err(error) = self.journal.reset() {
+                // Both files are free now; the active one starts over.
+                if let Err(error) = self.journals[self.active].reset() {
                     self.journal_repair = Some(0);
                     self.record_failure(&error.to_string());
                     return Err(error);
@@ -640,6 +823,8 @@ impl Writer {
     /// held acknowledged batches (batched mode), rebuilds memory from disk.
     fn ensure_ready(&mut self) -> Result<(), String> {
         if self.db.is_none() {
+            // The checkpoint thread must have let go of the old handle.
+            self.wait_for_checkpoint();
             let reopened = super::open_database(&self.path, self.fault.clone()).and_then(|db| {
                 let disk_seq = db
                     .begin_read()
@@ -663,16 +848,23 @@ impl Writer {
                 }
             }
             self.applied_seq = disk_seq;
-            self.db = Some(db);
+            self.db = Some(Arc::new(db));
         }
         if let Some(from) = self.journal_repair {
-            self.journal.invalidate_from(from).map_err(|error| {
-                let message = format!("cannot repair the journal: {error}");
-                self.note_unavailable(&message);
-                message
-            })?;
+            // `applied_seq` must be final before it can stand for the last
+            // surviving batch below.
+            self.wait_for_checkpoint();
+            self.journals[self.active]
+                .invalidate_from(from)
+                .map_err(|error| {
+                    let message = format!("cannot repair the journal: {error}");
+                    self.note_unavailable(&message);
+                    message
+                })?;
             let kept = self.unapplied.len();
-            self.unapplied.retain(|u| u.end_offset <= from);
+            let active = self.active;
+            self.unapplied
+                .retain(|u| u.file != active || u.end_offset <= from);
             let lost = kept - self.unapplied.len();
             if lost > 0 {
                 tracing::warn!(
@@ -718,9 +910,14 @@ impl Writer {
     }
 }
 
-/// A durable redb commit that changes nothing but proves the file writable.
-fn probe_commit(db: &Database, commit_seq: u64) -> Result<u64, StoreError> {
+/// A durable redb commit that changes nothing but proves the file writable:
+/// it rewrites the stored `commit_seq` with its own value.
+fn probe_commit(db: &Database) -> Result<u64, StoreError> {
     let context = "health probe commit";
+    let commit_seq = db
+        .begin_read()
+        .map_err(|e| redb_error(context, e))
+        .and_then(|txn| tables::read_commit_seq(&txn))?;
     let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
     {
         let mut meta = txn

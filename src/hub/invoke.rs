@@ -827,9 +827,12 @@ impl SuccessContext {
             self.agent_id.clone(),
             self.request_key.clone(),
             move |posted: &Posted| {
-                let body = Bytes::from(
-                    serde_json::to_vec(&context.body(method, posted)).unwrap_or_default(),
-                );
+                let mut rendered =
+                    serde_json::to_vec(&context.body(method, posted)).unwrap_or_default();
+                // The body is kept for replays for the idempotency TTL: not
+                // the spare capacity the serializer grew into.
+                rendered.shrink_to_fit();
+                let body = Bytes::from(rendered);
                 let _ = body_slot.set(body.clone());
                 IdempotencyRecord {
                     agent_id: context.agent_id,

@@ -56,6 +56,7 @@
 //! before it writes there again, so a half-written record can never be read
 //! back behind a later one.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -264,18 +265,38 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Applies one sealed record's rows to an open write transaction and stamps
-/// its `commit_seq` as the transaction's.
-pub(super) fn apply_record(txn: &WriteTransaction, record: &[u8]) -> Result<(), StoreError> {
-    let seq = record_seq(record);
-    let context = "applying a journal record";
-    let mut cursor = Cursor {
-        bytes: record.get(HEADER_BYTES..).unwrap_or_default(),
-        seq,
-    };
-    let mut accounts = txn
-        .open_table(tables::ACCOUNTS)
-        .map_err(|e| redb_error(context, e))?;
+/// Applies `records` (consecutive, oldest first) to redb in one durable
+/// transaction. Records at or below redb's `commit_seq` are skipped; a gap is
+/// refused. Returns the `commit_seq` redb holds afterwards.
+///
+/// Every batch rewrites the account rows it touched; within one checkpoint
+/// only each account's last row is written, since no intermediate value is
+/// ever visible outside the transaction.
+pub(super) fn checkpoint<'r>(
+    db: &redb::Database,
+    records: impl IntoIterator<Item = &'r [u8]>,
+) -> Result<u64, StoreError> {
+    let context = "journal checkpoint";
+    let disk_seq = db
+        .begin_read()
+        .map_err(|e| redb_error(context, e))
+        .and_then(|txn| tables::read_commit_seq(&txn))?;
+    let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
+    let applied_seq = apply_records(&txn, records, disk_seq)?;
+    if applied_seq == disk_seq {
+        txn.abort().map_err(|e| redb_error(context, e))?;
+        return Ok(disk_seq);
+    }
+    txn.commit().map_err(|e| redb_error(context, e))?;
+    Ok(applied_seq)
+}
+
+fn apply_records<'r>(
+    txn: &WriteTransaction,
+    records: impl IntoIterator<Item = &'r [u8]>,
+    disk_seq: u64,
+) -> Result<u64, StoreError> {
+    let context = "applying journal records";
     let mut transfers = txn
         .open_table(tables::TRANSFERS)
         .map_err(|e| redb_error(context, e))?;
@@ -291,95 +312,7 @@ pub(super) fn apply_record(txn: &WriteTransaction, record: &[u8]) -> Result<(), 
     let mut nonces = txn
         .open_table(tables::NONCES)
         .map_err(|e| redb_error(context, e))?;
-    while let Some(&tag) = cursor.bytes.first() {
-        cursor.bytes = &cursor.bytes[1..];
-        match tag {
-            ROW_ACCOUNT => {
-                let id = cursor.u64()?;
-                accounts
-                    .insert(id, cursor.blob()?)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_TRANSFER => {
-                let id = cursor.u128()?;
-                transfers
-                    .insert(id, cursor.blob()?)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_WALLET_INDEX => {
-                let account = cursor.u64()?;
-                let transfer = cursor.u128()?;
-                wallet_index
-                    .insert((account, transfer), ())
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_AGENT => {
-                let key = cursor.blob()?;
-                let key = std::str::from_utf8(key)
-                    .map_err(|_| cursor.corrupt("an agent key is not UTF-8"))?;
-                agents
-                    .insert(key, cursor.blob()?)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_IDEMPOTENCY => {
-                let key = cursor.u128()?;
-                idempotency
-                    .insert(key, cursor.blob()?)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_NONCE => {
-                let key = cursor.u128()?;
-                nonces
-                    .insert(key, cursor.blob()?)
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            ROW_SWEEP => {
-                let now_s = cursor.u64()? as i64;
-                // Unreadable rows are kept: deleting is never the way to handle them.
-                idempotency
-                    .retain(|key, value| {
-                        records::decode::<IdempotencyRecord>(
-                            "idempotency_log",
-                            &format_args!("{key:032x}"),
-                            value,
-                        )
-                        .map_or(true, |record| record.expires_at_s > now_s)
-                    })
-                    .map_err(|e| redb_error(context, e))?;
-                nonces
-                    .retain(|key, value| {
-                        records::decode::<NonceRecord>(
-                            "nonce_log",
-                            &format_args!("{key:032x}"),
-                            value,
-                        )
-                        .map_or(true, |record| record.expires_at_s > now_s)
-                    })
-                    .map_err(|e| redb_error(context, e))?;
-            }
-            other => return Err(cursor.corrupt(&format!("unknown row tag {other}"))),
-        }
-    }
-    let mut meta = txn
-        .open_table(tables::META)
-        .map_err(|e| redb_error(context, e))?;
-    meta.insert(tables::META_COMMIT_SEQ, seq)
-        .map_err(|e| redb_error(context, e))?;
-    Ok(())
-}
-
-/// Applies `records` (consecutive, oldest first) to redb in one durable
-/// transaction. Records at or below redb's `commit_seq` are skipped.
-pub(super) fn checkpoint<'r>(
-    db: &redb::Database,
-    records: impl IntoIterator<Item = &'r [u8]>,
-) -> Result<u64, StoreError> {
-    let context = "journal checkpoint";
-    let disk_seq = db
-        .begin_read()
-        .map_err(|e| redb_error(context, e))
-        .and_then(|txn| tables::read_commit_seq(&txn))?;
-    let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
+    let mut latest_accounts: BTreeMap<u64, &'r [u8]> = BTreeMap::new();
     let mut applied_seq = disk_seq;
     for record in records {
         let seq = record_seq(record);
@@ -391,14 +324,94 @@ pub(super) fn checkpoint<'r>(
                 "journal record {seq} follows commit {applied_seq}: records are missing"
             )));
         }
-        apply_record(&txn, record)?;
+        let mut cursor = Cursor {
+            bytes: record.get(HEADER_BYTES..).unwrap_or_default(),
+            seq,
+        };
+        while let Some(&tag) = cursor.bytes.first() {
+            cursor.bytes = &cursor.bytes[1..];
+            match tag {
+                ROW_ACCOUNT => {
+                    let id = cursor.u64()?;
+                    latest_accounts.insert(id, cursor.blob()?);
+                }
+                ROW_TRANSFER => {
+                    let id = cursor.u128()?;
+                    transfers
+                        .insert(id, cursor.blob()?)
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_WALLET_INDEX => {
+                    let account = cursor.u64()?;
+                    let transfer = cursor.u128()?;
+                    wallet_index
+                        .insert((account, transfer), ())
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_AGENT => {
+                    let key = cursor.blob()?;
+                    let key = std::str::from_utf8(key)
+                        .map_err(|_| cursor.corrupt("an agent key is not UTF-8"))?;
+                    agents
+                        .insert(key, cursor.blob()?)
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_IDEMPOTENCY => {
+                    let key = cursor.u128()?;
+                    idempotency
+                        .insert(key, cursor.blob()?)
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_NONCE => {
+                    let key = cursor.u128()?;
+                    nonces
+                        .insert(key, cursor.blob()?)
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_SWEEP => {
+                    let now_s = cursor.u64()? as i64;
+                    // Unreadable rows are kept: deleting is never the way to handle them.
+                    idempotency
+                        .retain(|key, value| {
+                            records::decode::<IdempotencyRecord>(
+                                "idempotency_log",
+                                &format_args!("{key:032x}"),
+                                value,
+                            )
+                            .map_or(true, |record| record.expires_at_s > now_s)
+                        })
+                        .map_err(|e| redb_error(context, e))?;
+                    nonces
+                        .retain(|key, value| {
+                            records::decode::<NonceRecord>(
+                                "nonce_log",
+                                &format_args!("{key:032x}"),
+                                value,
+                            )
+                            .map_or(true, |record| record.expires_at_s > now_s)
+                        })
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                other => return Err(cursor.corrupt(&format!("unknown row tag {other}"))),
+            }
+        }
         applied_seq = seq;
     }
-    if applied_seq == disk_seq {
-        txn.abort().map_err(|e| redb_error(context, e))?;
-        return Ok(disk_seq);
+    let mut accounts = txn
+        .open_table(tables::ACCOUNTS)
+        .map_err(|e| redb_error(context, e))?;
+    for (id, row) in latest_accounts {
+        accounts
+            .insert(id, row)
+            .map_err(|e| redb_error(context, e))?;
     }
-    txn.commit().map_err(|e| redb_error(context, e))?;
+    if applied_seq > disk_seq {
+        let mut meta = txn
+            .open_table(tables::META)
+            .map_err(|e| redb_error(context, e))?;
+        meta.insert(tables::META_COMMIT_SEQ, applied_seq)
+            .map_err(|e| redb_error(context, e))?;
+    }
     Ok(applied_seq)
 }
 
@@ -696,6 +709,28 @@ mod tests {
             matches!(error, StoreError::Corrupt(ref m) if m.contains("missing")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_last_account_row_of_a_checkpoint_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let rows = |seq: u64, value: u8| {
+            let mut builder = RecordBuilder::new(Vec::new(), seq);
+            builder.account(7, &[value]);
+            builder.account(8 + u64::from(value), &[value]);
+            builder.finish().unwrap()
+        };
+        let (one, two) = (rows(1, 1), rows(2, 2));
+        assert_eq!(
+            checkpoint(&db, [one.as_slice(), two.as_slice()]).unwrap(),
+            2
+        );
+        let txn = db.begin_read().unwrap();
+        let accounts = txn.open_table(tables::ACCOUNTS).unwrap();
+        let value = |id: u64| accounts.get(id).unwrap().map(|v| v.value().to_vec());
+        assert_eq!(value(7), Some(vec![2]));
+        assert_eq!((value(9), value(10)), (Some(vec![1]), Some(vec![2])));
     }
 
     #[test]

@@ -437,6 +437,11 @@ impl fmt::Debug for Store {
     }
 }
 
+/// redb's page cache. The ledger, agents and idempotency index live in memory
+/// and redb is read only for wallet history and rare replays, so its default
+/// (1 GiB, filled by checkpoint writes) would only be resident memory.
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the database file with the fault seam in place.
 fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Database, StoreError> {
     let file = OpenOptions::new()
@@ -449,6 +454,7 @@ fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Databa
     let backend = FaultyBackend::new(file, fault)
         .map_err(|e| tables::redb_error(&path.display().to_string(), e))?;
     redb::Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
         .create_with_backend(backend)
         .map_err(|error| tables::redb_error(&path.display().to_string(), error))
 }

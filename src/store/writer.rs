@@ -399,21 +399,29 @@ impl Writer {
     /// next probe (so the store recovers by itself once the fault clears,
     /// even with no writes queued).
     fn wake_deadline(&self) -> Option<Instant> {
-        let sync = match (self.durability, self.unsynced_since) {
+        let probe = (!self.shared.healthy.load(Ordering::Acquire))
+            .then(|| Instant::now() + HEALTH_PROBE_INTERVAL);
+        [self.fsync_due_at(), self.checkpoint_due_at(), probe]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Batched mode: when the journaled but unsynced batches must be synced.
+    fn fsync_due_at(&self) -> Option<Instant> {
+        match (self.durability, self.unsynced_since) {
             (Durability::Batched { fsync_interval_ms }, Some(since)) => {
                 Some(since + Duration::from_millis(fsync_interval_ms))
             }
             _ => None,
-        };
-        let checkpoint = match (self.last_append, self.unapplied_since) {
-            (Some(last), Some(oldest)) => {
-                Some((last + CHECKPOINT_IDLE).min(oldest + CHECKPOINT_AGE_MAX))
-            }
-            _ => None,
-        };
-        let probe = (!self.shared.healthy.load(Ordering::Acquire))
-            .then(|| Instant::now() + HEALTH_PROBE_INTERVAL);
-        [sync, checkpoint, probe].into_iter().flatten().min()
+        }
+    }
+
+    /// When unapplied batches are checkpointed on the writer: after a quiet
+    /// spell, or when the oldest has waited too long.
+    fn checkpoint_due_at(&self) -> Option<Instant> {
+        let (last, oldest) = (self.last_append?, self.unapplied_since?);
+        Some((last + CHECKPOINT_IDLE).min(oldest + CHECKPOINT_AGE_MAX))
     }
 
     fn on_timer(&mut self) {
@@ -422,18 +430,10 @@ impl Writer {
             return;
         }
         let now = Instant::now();
-        if let (Durability::Batched { fsync_interval_ms }, Some(since)) =
-            (self.durability, self.unsynced_since)
-            && now >= since + Duration::from_millis(fsync_interval_ms)
-        {
+        if self.fsync_due_at().is_some_and(|due| due <= now) {
             self.sync_journal();
         }
-        let checkpoint_due = match (self.last_append, self.unapplied_since) {
-            (Some(last), Some(oldest)) => {
-                now >= last + CHECKPOINT_IDLE || now >= oldest + CHECKPOINT_AGE_MAX
-            }
-            _ => false,
-        };
+        let checkpoint_due = self.checkpoint_due_at().is_some_and(|due| due <= now);
         if (checkpoint_due || unhealthy) && !self.reload_needed && self.journal_repair.is_none() {
             // While unhealthy this is the probe: a durable redb commit.
             if self.checkpoint_or_probe().is_ok() {
@@ -666,6 +666,8 @@ impl Writer {
         }
         let record = record.finish()?;
 
+        let durable = self.durability == Durability::Immediate
+            || self.fsync_due_at().is_some_and(|due| due <= Instant::now());
         let journal = &mut self.journals[self.active];
         let start = journal.write_offset();
         let end_offset = match journal.append(&record) {
@@ -675,12 +677,6 @@ impl Writer {
                 self.journal_repair = Some(start);
                 return Err(error);
             }
-        };
-        let durable = match self.durability {
-            Durability::Immediate => true,
-            Durability::Batched { fsync_interval_ms } => self
-                .unsynced_since
-                .is_some_and(|since| since.elapsed() >= Duration::from_millis(fsync_interval_ms)),
         };
         if durable {
             let synced = journal.synced_offset();

@@ -26,6 +26,10 @@ use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
 use jecp_hub::store::{Command, Durability, Reply, Store, StoreOptions};
 
+// The integration tests' harness: one way to open a funded wallet.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 fn memo(request_id: String) -> ChargeMemo {
@@ -88,21 +92,14 @@ fn open_funded_store(
             [0; 32],
             0,
         );
-        store
-            .execute(Command::OpenWallet {
-                account: WALLET,
-                agent,
-            })
-            .await
-            .unwrap();
-        store
-            .execute(Command::Credit {
-                wallet: WALLET,
-                amount: Micros::from_usdc(900_000_000),
-                reference: "fund".into(),
-            })
-            .await
-            .unwrap();
+        common::open_funded_wallet(
+            &store,
+            WALLET,
+            agent,
+            Micros::from_usdc(900_000_000),
+            "fund",
+        )
+        .await;
     });
     (dir, store, runtime)
 }

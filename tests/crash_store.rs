@@ -23,6 +23,8 @@ use jecp_hub::store::{Command, Reply, Store, StoreOptions};
 
 const CHILD_DIR_ENV: &str = "CRASH_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "CRASH_CHILD_ROUND";
+mod common;
+
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 /// Concurrent submitters in the child: also the bound on in-flight operations.
 const SUBMITTERS: u64 = 16;
@@ -134,21 +136,7 @@ impl Rng {
 async fn setup(dir: &Path) {
     let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
     let agent = AgentRecord::new("jecp_ag_crash".into(), WALLET.0, "crash".into(), [0; 32], 0);
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent,
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(100_000),
-            reference: "fund".into(),
-        })
-        .await
-        .unwrap();
+    common::open_funded_wallet(&store, WALLET, agent, Micros::from_usdc(100_000), "fund").await;
     store.shutdown().await;
 }
 

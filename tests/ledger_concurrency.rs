@@ -6,6 +6,8 @@ use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
 use jecp_hub::store::{Command, Reply, Store, StoreError, StoreOptions, admin};
 
+mod common;
+
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -13,21 +15,7 @@ async fn exactly_100_of_1000_concurrent_holds_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let agent = AgentRecord::new("jecp_ag_race".into(), WALLET.0, "race".into(), [0; 32], 0);
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent,
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(100),
-            reference: "fund".into(),
-        })
-        .await
-        .unwrap();
+    common::open_funded_wallet(&store, WALLET, agent, Micros::from_usdc(100), "fund").await;
 
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {

@@ -13,6 +13,8 @@ use redb::{ReadableTable, TableDefinition};
 
 const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
 const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+mod common;
+
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 const PROVIDER_WALLET_FREE: u64 = 3;
 
@@ -39,21 +41,14 @@ fn memo(request: &str, method: ChargeMethod) -> ChargeMemo {
 /// One top-up of 2 USDC, two paid charges (0.005 and 0.000007), one free call.
 async fn populate(dir: &Path) {
     let (store, _) = Store::open(dir, StoreOptions::default()).unwrap();
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent: agent(WALLET),
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(2),
-            reference: "stripe:pi_1".into(),
-        })
-        .await
-        .unwrap();
+    common::open_funded_wallet(
+        &store,
+        WALLET,
+        agent(WALLET),
+        Micros::from_usdc(2),
+        "stripe:pi_1",
+    )
+    .await;
     for (index, micros) in [5_000u64, 7].into_iter().enumerate() {
         let Ok(Reply::Held(hold)) = store
             .execute(Command::Hold {

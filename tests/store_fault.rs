@@ -6,6 +6,8 @@ use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
 use jecp_hub::store::{Command, FaultSwitch, Reply, Store, StoreError, StoreOptions, admin};
 
+mod common;
+
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
 
 fn agent() -> AgentRecord {
@@ -38,21 +40,7 @@ async fn hold(store: &Store, micros: u64) -> HoldId {
 /// Opens a store in `dir` with one wallet holding 1 USDC (credit reference `t1`).
 async fn open_funded(dir: &std::path::Path, options: StoreOptions) -> Store {
     let (store, _) = Store::open(dir, options).unwrap();
-    store
-        .execute(Command::OpenWallet {
-            account: WALLET,
-            agent: agent(),
-        })
-        .await
-        .unwrap();
-    store
-        .execute(Command::Credit {
-            wallet: WALLET,
-            amount: Micros::from_usdc(1),
-            reference: "t1".into(),
-        })
-        .await
-        .unwrap();
+    common::open_funded_wallet(&store, WALLET, agent(), Micros::from_usdc(1), "t1").await;
     store
 }
 

@@ -58,6 +58,32 @@ impl Response {
 }
 
 /// JSON content type plus an agent's credentials, as the SDK sends them.
+/// Opens `wallet` for `agent` and credits it `amount` under `reference`,
+/// through the store's writer: the starting point of the store-level tests.
+pub async fn open_funded_wallet(
+    store: &jecp_hub::store::Store,
+    wallet: AccountId,
+    agent: jecp_hub::records::AgentRecord,
+    amount: Micros,
+    reference: &str,
+) {
+    store
+        .execute(Command::OpenWallet {
+            account: wallet,
+            agent,
+        })
+        .await
+        .unwrap();
+    store
+        .execute(Command::Credit {
+            wallet,
+            amount,
+            reference: reference.into(),
+        })
+        .await
+        .unwrap();
+}
+
 pub fn agent_headers(agent: &(String, String)) -> Vec<(&str, &str)> {
     vec![
         ("content-type", "application/json"),

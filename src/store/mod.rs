@@ -559,6 +559,7 @@ impl Store {
             durability = options.durability.as_str(),
             "store loaded"
         );
+        let idempotency_index = state.idempotency_index;
         let loaded = Loaded {
             agents: state.agents,
             idempotency: state.idempotency,
@@ -577,10 +578,6 @@ impl Store {
             last_error: Mutex::new(None),
             last_commit: Mutex::new(None),
         });
-        let idempotency_index = db
-            .begin_read()
-            .map_err(|e| tables::redb_error("indexing idempotency records", e))
-            .and_then(|txn| tables::idempotency_index(&txn))?;
         let writer = writer::Writer::new(
             db,
             journals,

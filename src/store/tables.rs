@@ -75,6 +75,8 @@ pub struct State {
     pub ledger: Ledger,
     pub agents: Vec<AgentRecord>,
     pub idempotency: Vec<IdempotencyRecord>,
+    /// Where those records sit in the log, for the writer.
+    pub idempotency_index: IdempotencyIndex,
     pub nonces: Vec<NonceRecord>,
     pub commit_seq: u64,
     pub transfer_count: u64,
@@ -250,6 +252,7 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
         ledger,
         agents: Vec::new(),
         idempotency: Vec::new(),
+        idempotency_index: IdempotencyIndex::new(),
         nonces: Vec::new(),
         commit_seq,
         transfer_count,
@@ -258,7 +261,10 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     };
     if with_records {
         state.agents = read_all(txn, AGENTS, "agents")?;
-        state.idempotency = without_keys(read_log(txn, IDEMPOTENCY, "idempotency_log")?);
+        // One pass over the log serves both the Hub's table and the writer's index.
+        let rows = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
+        state.idempotency_index = index_of(&rows);
+        state.idempotency = without_keys(rows);
         state.nonces = without_keys(read_log(txn, NONCES, "nonce_log")?);
     }
     Ok(state)
@@ -295,16 +301,18 @@ where
 pub type IdempotencyIndex = std::collections::HashMap<(String, String), (u128, i64)>;
 
 pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
-    let rows: Vec<(u128, IdempotencyRecord)> = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
-    Ok(rows
-        .into_iter()
+    Ok(index_of(&read_log(txn, IDEMPOTENCY, "idempotency_log")?))
+}
+
+fn index_of(rows: &[(u128, IdempotencyRecord)]) -> IdempotencyIndex {
+    rows.iter()
         .map(|(key, record)| {
             (
-                (record.agent_id, record.request_key),
-                (key, record.expires_at_s),
+                (record.agent_id.clone(), record.request_key.clone()),
+                (*key, record.expires_at_s),
             )
         })
-        .collect())
+        .collect()
 }
 
 /// One idempotency record by its log key.

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::envelope::{self, is_valid_request_id};
 use super::idempotency::{Claim, StoredResponse};
@@ -432,18 +432,16 @@ impl Hub {
 
         // 12. Post (or book the free call) with the stored response in the same commit.
         let deprecation_headers = deprecation_headers.unwrap_or_default();
-        let success = SuccessContext {
+        let success = SuccessContext::new(SuccessParts {
             endpoint: call.endpoint,
-            request_id: id.to_owned(),
-            request_key: request_key.to_owned(),
-            agent_id: agent.agent_id.clone(),
+            request_id: id,
+            request_key,
+            agent_id: &agent.agent_id,
             fingerprint: request_fingerprint,
-            capability_namespace: capability.namespace.clone(),
-            capability_id: capability.id.clone(),
-            capability_version: capability.version.to_string(),
-            action: action.name.clone(),
-            output,
-            metadata: request.metadata.clone(),
+            capability,
+            action: &action.name,
+            output: &output,
+            metadata: request.metadata.as_ref(),
             tier,
             started,
             headers: deprecation_headers
@@ -452,7 +450,9 @@ impl Hub {
                 .collect(),
             created_at_s: now,
             expires_at_s: now + self.config.idempotency_ttl_s as i64,
-        };
+        });
+        let reply_headers = success.headers.clone();
+        let expires_at_s = success.expires_at_s;
         let body_slot: Arc<OnceLock<Bytes>> = Arc::new(OnceLock::new());
         let memo = ChargeMemo {
             agent_id: agent.agent_id.clone(),
@@ -554,8 +554,8 @@ impl Hub {
             fingerprint: request_fingerprint,
             http_status: 200,
             body,
-            headers: success.headers.clone(),
-            expires_at_s: success.expires_at_s,
+            headers: reply_headers,
+            expires_at_s,
         });
         leader.finish(stored.clone());
         Ok(replay_fresh(&stored))
@@ -792,20 +792,24 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Everything the success body needs except what the commit decides.
-#[derive(Clone)]
+/// Everything the success body and its idempotency record need except what
+/// the commit decides (transaction id, balance after, duration).
+///
+/// The parts known before the commit — the output, the provider, the echoed
+/// metadata — are rendered to JSON on the request's own task, so the store
+/// writer, which every charge passes through one at a time, only formats the
+/// billing block and joins three byte strings.
 struct SuccessContext {
     endpoint: Endpoint,
-    request_id: String,
     request_key: String,
     agent_id: String,
     fingerprint: [u8; 32],
     capability_namespace: String,
-    capability_id: String,
-    capability_version: String,
-    action: String,
-    output: Value,
-    metadata: Option<Value>,
+    /// `{"jecp":"1.0","id":…,"status":"completed","result":…` (and
+    /// `,"provider":{…}` on `/v1/invoke`).
+    body_head: Vec<u8>,
+    /// `,"metadata":…` on `/v1/invoke` when the request had metadata.
+    body_tail: Vec<u8>,
     tier: Tier,
     started: Instant,
     headers: Vec<(String, String)>,
@@ -813,110 +817,318 @@ struct SuccessContext {
     expires_at_s: i64,
 }
 
+/// The request-side inputs of [`SuccessContext::new`].
+struct SuccessParts<'a> {
+    endpoint: Endpoint,
+    request_id: &'a str,
+    request_key: &'a str,
+    agent_id: &'a str,
+    fingerprint: [u8; 32],
+    capability: &'a Capability,
+    action: &'a str,
+    output: &'a Value,
+    metadata: Option<&'a Value>,
+    tier: Tier,
+    started: Instant,
+    headers: Vec<(String, String)>,
+    created_at_s: i64,
+    expires_at_s: i64,
+}
+
+/// `billing` of a success body (CLIENT-COMPAT §1 A3, spec 01 §4.4).
+#[derive(serde::Serialize)]
+struct BillingBlock<'a> {
+    charged: bool,
+    amount_usdc: Micros,
+    cost_usdc: Micros,
+    method: &'a str,
+    balance_after: Micros,
+    transaction_id: &'a str,
+    provider_share_usdc: Micros,
+    hub_fee_usdc: Micros,
+    payment_fee_usdc: Micros,
+}
+
+/// `execution` of a success body.
+#[derive(serde::Serialize)]
+struct ExecutionBlock<'a> {
+    duration_ms: u64,
+    engine: &'a str,
+    provider: &'a str,
+    trust_tier: &'a str,
+}
+
+/// Appends `value` as JSON. Serializing a `serde_json::Value` or one of the
+/// blocks above into a `Vec` cannot fail (no I/O, string keys only).
+fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) {
+    if let Err(error) = serde_json::to_writer(&mut *out, value) {
+        tracing::error!(%error, "serializing a success body part failed");
+        out.extend_from_slice(b"null");
+    }
+}
+
 impl SuccessContext {
-    /// The closure the writer calls with the posted charge: it renders the
+    fn new(parts: SuccessParts<'_>) -> SuccessContext {
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(br#"{"jecp":"1.0","id":"#);
+        push_json(&mut head, &parts.request_id);
+        head.extend_from_slice(br#","status":"completed","result":"#);
+        let mut tail = Vec::new();
+        match parts.endpoint {
+            Endpoint::Invoke => {
+                push_json(&mut head, parts.output);
+                head.extend_from_slice(br#","provider":{"namespace":"#);
+                push_json(&mut head, &parts.capability.namespace);
+                head.extend_from_slice(br#","capability":"#);
+                push_json(&mut head, &parts.capability.id);
+                head.extend_from_slice(br#","version":"#);
+                push_json(&mut head, &parts.capability.version.to_string());
+                head.push(b'}');
+                if let Some(metadata) = parts.metadata {
+                    tail.extend_from_slice(br#","metadata":"#);
+                    push_json(&mut tail, metadata);
+                }
+            }
+            Endpoint::Legacy => {
+                head.extend_from_slice(br#"{"capability":"#);
+                push_json(&mut head, &parts.capability.id);
+                head.extend_from_slice(br#","action":"#);
+                push_json(&mut head, &parts.action);
+                head.extend_from_slice(br#","output":"#);
+                push_json(&mut head, parts.output);
+                if let Some(metadata) = parts.metadata {
+                    head.extend_from_slice(br#","metadata":"#);
+                    push_json(&mut head, metadata);
+                }
+                head.push(b'}');
+            }
+        }
+        SuccessContext {
+            endpoint: parts.endpoint,
+            request_key: parts.request_key.to_owned(),
+            agent_id: parts.agent_id.to_owned(),
+            fingerprint: parts.fingerprint,
+            capability_namespace: parts.capability.namespace.clone(),
+            body_head: head,
+            body_tail: tail,
+            tier: parts.tier,
+            started: parts.started,
+            headers: parts.headers,
+            created_at_s: parts.created_at_s,
+            expires_at_s: parts.expires_at_s,
+        }
+    }
+
+    /// The closure the writer calls with the posted charge: it finishes the
     /// body (which needs the transaction id and balance), keeps a copy for
     /// the live reply, and returns the idempotency record for the same commit.
     fn recorder(
-        &self,
+        self,
         method: ChargeMethod,
         body_slot: Arc<OnceLock<Bytes>>,
     ) -> crate::store::IdempotencyRecorder {
-        let context = self.clone();
         crate::store::IdempotencyRecorder::new(
             self.agent_id.clone(),
             self.request_key.clone(),
             move |posted: &Posted| {
-                let mut rendered =
-                    serde_json::to_vec(&context.body(method, posted)).unwrap_or_default();
-                // The body is kept for replays for the idempotency TTL: not
-                // the spare capacity the serializer grew into.
-                rendered.shrink_to_fit();
+                let rendered = self.body(method, posted);
                 let body = Bytes::from(rendered);
                 let _ = body_slot.set(body.clone());
                 IdempotencyRecord {
-                    agent_id: context.agent_id,
-                    request_key: context.request_key,
-                    fingerprint: context.fingerprint,
+                    agent_id: self.agent_id,
+                    request_key: self.request_key,
+                    fingerprint: self.fingerprint,
                     http_status: 200,
                     body: body.to_vec(),
-                    headers: context.headers,
-                    created_at_s: context.created_at_s,
-                    expires_at_s: context.expires_at_s,
+                    headers: self.headers,
+                    created_at_s: self.created_at_s,
+                    expires_at_s: self.expires_at_s,
                 }
             },
         )
     }
 
-    fn body(&self, method: ChargeMethod, posted: &Posted) -> Value {
+    /// The whole body: the pre-rendered head, then `billing`,
+    /// (`wallet_balance_after`,) `execution`, then the tail.
+    fn body(&self, method: ChargeMethod, posted: &Posted) -> Vec<u8> {
         let agent_pays = !matches!(method, ChargeMethod::FreeCall);
-        let charged_amount = if agent_pays {
-            posted.cost
-        } else {
-            Micros::ZERO
+        let mut uuid_text = uuid::Uuid::encode_buffer();
+        let transaction_id = super::transaction_uuid(posted.charge)
+            .hyphenated()
+            .encode_lower(&mut uuid_text);
+        let billing = BillingBlock {
+            charged: agent_pays && !posted.cost.is_zero(),
+            amount_usdc: if agent_pays {
+                posted.cost
+            } else {
+                Micros::ZERO
+            },
+            cost_usdc: posted.cost,
+            method: match method {
+                ChargeMethod::Wallet => "wallet",
+                ChargeMethod::Mandate => "mandate",
+                ChargeMethod::FreeCall => "free_call",
+            },
+            balance_after: posted.wallet_balance_after,
+            transaction_id,
+            provider_share_usdc: posted.provider_share,
+            hub_fee_usdc: posted.hub_fee,
+            payment_fee_usdc: posted.payment_fee,
         };
-        let transaction_id = super::transaction_uuid(posted.charge).to_string();
-        let method_label = match method {
-            ChargeMethod::Wallet => "wallet",
-            ChargeMethod::Mandate => "mandate",
-            ChargeMethod::FreeCall => "free_call",
+        let execution = ExecutionBlock {
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            engine: ENGINE,
+            provider: &self.capability_namespace,
+            trust_tier: self.tier.as_str(),
         };
-        let duration_ms = self.started.elapsed().as_millis() as u64;
-        let billing = json!({
-            "charged": agent_pays && !posted.cost.is_zero(),
-            "amount_usdc": charged_amount.to_json(),
-            "cost_usdc": posted.cost.to_json(),
-            "method": method_label,
-            "balance_after": posted.wallet_balance_after.to_json(),
-            "transaction_id": transaction_id,
-            "provider_share_usdc": posted.provider_share.to_json(),
-            "hub_fee_usdc": posted.hub_fee.to_json(),
-            "payment_fee_usdc": posted.payment_fee.to_json(),
-        });
-        let execution = json!({
-            "duration_ms": duration_ms,
-            "engine": ENGINE,
-            "provider": self.capability_namespace,
-            "trust_tier": self.tier.as_str(),
-        });
-        let mut body = Map::new();
-        body.insert("jecp".into(), json!("1.0"));
-        body.insert("id".into(), json!(self.request_id));
-        body.insert("status".into(), json!("completed"));
-        match self.endpoint {
-            Endpoint::Invoke => {
-                body.insert("result".into(), self.output.clone());
-                body.insert(
-                    "provider".into(),
-                    json!({
-                        "namespace": self.capability_namespace,
-                        "capability": self.capability_id,
-                        "version": self.capability_version,
-                    }),
-                );
-                body.insert("billing".into(), billing);
-                body.insert(
-                    "wallet_balance_after".into(),
-                    posted.wallet_balance_after.to_json(),
-                );
-                body.insert("execution".into(), execution);
-                if let Some(metadata) = &self.metadata {
-                    body.insert("metadata".into(), metadata.clone());
-                }
-            }
-            Endpoint::Legacy => {
-                let mut result = Map::new();
-                result.insert("capability".into(), json!(self.capability_id));
-                result.insert("action".into(), json!(self.action));
-                result.insert("output".into(), self.output.clone());
-                if let Some(metadata) = &self.metadata {
-                    result.insert("metadata".into(), metadata.clone());
-                }
-                body.insert("result".into(), Value::Object(result));
-                body.insert("billing".into(), billing);
-                body.insert("execution".into(), execution);
-            }
+        // One allocation: billing and execution take under 512 bytes.
+        let mut body = Vec::with_capacity(self.body_head.len() + self.body_tail.len() + 512);
+        body.extend_from_slice(&self.body_head);
+        body.extend_from_slice(br#","billing":"#);
+        push_json(&mut body, &billing);
+        if self.endpoint == Endpoint::Invoke {
+            body.extend_from_slice(br#","wallet_balance_after":"#);
+            push_json(&mut body, &posted.wallet_balance_after);
         }
-        Value::Object(body)
+        body.extend_from_slice(br#","execution":"#);
+        push_json(&mut body, &execution);
+        body.extend_from_slice(&self.body_tail);
+        body.push(b'}');
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, CatalogOverrides};
+    use crate::ledger::ChargeId;
+
+    fn micros(amount: u64) -> Micros {
+        Micros::new(amount).expect("within the money range")
+    }
+
+    fn posted() -> Posted {
+        Posted {
+            charge: ChargeId((1_700_000_000_000u128 << 64) | 7),
+            cost: micros(1_000),
+            transfers: Vec::new(),
+            wallet_balance_after: micros(19_999_000),
+            provider_share: micros(850),
+            hub_fee: micros(100),
+            payment_fee: micros(50),
+        }
+    }
+
+    fn render(endpoint: Endpoint, metadata: Option<&Value>, method: ChargeMethod) -> Value {
+        let catalog =
+            Catalog::builtin("hub", "https://hub.example/", &CatalogOverrides::default()).unwrap();
+        let Resolution::Found(capability) = catalog.resolve("utility") else {
+            panic!("utility is a built-in")
+        };
+        // Quotes, a backslash, a control character and non-ASCII must all be escaped.
+        let output = json!({"text": "say \"hi\"\\ \u{1} caf\u{e9}", "n": [1, 2.5, null]});
+        let context = SuccessContext::new(SuccessParts {
+            endpoint,
+            request_id: "req-0001",
+            request_key: "req-0001",
+            agent_id: "agent-1",
+            fingerprint: [0; 32],
+            capability,
+            action: "echo",
+            output: &output,
+            metadata,
+            tier: Tier::Silver,
+            started: Instant::now(),
+            headers: Vec::new(),
+            created_at_s: 0,
+            expires_at_s: 1,
+        });
+        let body = context.body(method, &posted());
+        let parsed: Value = serde_json::from_slice(&body).expect("the body is JSON");
+        // Same document as the DOM would give: no duplicate or missing keys.
+        assert_eq!(serde_json::to_vec(&parsed).unwrap().len(), body.len());
+        assert_eq!(
+            parsed["result"].get("output").unwrap_or(&parsed["result"]),
+            &output
+        );
+        parsed
+    }
+
+    /// The body's top-level keys, sorted (serde_json's map).
+    fn top_level_keys(body: &Value) -> Vec<&str> {
+        body.as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn invoke_body_has_every_client_field_and_echoes_metadata() {
+        let metadata = json!({"session": "s1"});
+        let body = render(Endpoint::Invoke, Some(&metadata), ChargeMethod::Mandate);
+        let keys = top_level_keys(&body);
+        assert_eq!(
+            keys,
+            [
+                "billing",
+                "execution",
+                "id",
+                "jecp",
+                "metadata",
+                "provider",
+                "result",
+                "status",
+                "wallet_balance_after"
+            ]
+        );
+        assert_eq!(body["jecp"], "1.0");
+        assert_eq!(body["id"], "req-0001");
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["metadata"], metadata);
+        assert_eq!(
+            body["provider"],
+            json!({"namespace": "hub", "capability": "hub/utility", "version": body["provider"]["version"]})
+        );
+        assert_eq!(
+            body["billing"],
+            json!({
+                "charged": true,
+                "amount_usdc": 0.001,
+                "cost_usdc": 0.001,
+                "method": "mandate",
+                "balance_after": 19.999,
+                "transaction_id": super::super::transaction_uuid(posted().charge).to_string(),
+                "provider_share_usdc": 0.00085,
+                "hub_fee_usdc": 0.0001,
+                "payment_fee_usdc": 0.00005,
+            })
+        );
+        assert_eq!(body["wallet_balance_after"], json!(19.999));
+        assert_eq!(body["execution"]["engine"], ENGINE);
+        assert_eq!(body["execution"]["provider"], "hub");
+        assert_eq!(body["execution"]["trust_tier"], "silver");
+        assert!(body["execution"]["duration_ms"].is_u64());
+    }
+
+    #[test]
+    fn legacy_body_nests_output_and_metadata_and_free_calls_charge_nothing() {
+        let metadata = json!({"trace": ["a", "b"]});
+        let body = render(Endpoint::Legacy, Some(&metadata), ChargeMethod::FreeCall);
+        let keys = top_level_keys(&body);
+        assert_eq!(
+            keys,
+            ["billing", "execution", "id", "jecp", "result", "status"]
+        );
+        assert_eq!(body["result"]["capability"], "hub/utility");
+        assert_eq!(body["result"]["action"], "echo");
+        assert_eq!(body["result"]["metadata"], metadata);
+        assert_eq!(body["billing"]["charged"], false);
+        assert_eq!(body["billing"]["amount_usdc"], json!(0));
+        assert_eq!(body["billing"]["method"], "free_call");
+        // Without metadata the field is absent, not null.
+        let bare = render(Endpoint::Invoke, None, ChargeMethod::Wallet);
+        assert!(bare.get("metadata").is_none());
     }
 }

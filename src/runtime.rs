@@ -37,7 +37,7 @@ impl Running {
             config,
             HubSeams {
                 fault,
-                catalog: None,
+                ..HubSeams::default()
             },
         )
         .await

@@ -18,11 +18,22 @@ const ECHO_PRICE: Micros = match Micros::new(1_000) {
 
 /// No free calls and generous rate limits, so billing is what is measured.
 async fn paid_hub() -> TestHub {
-    TestHub::start(|config| {
-        config.free_calls_per_agent = 0;
-        config.tier_rpm.bronze = 100_000;
-    })
-    .await
+    TestHub::start(paid_config).await
+}
+
+fn paid_config(config: &mut jecp_hub::config::Config) {
+    config.free_calls_per_agent = 0;
+    config.tier_rpm.bronze = 100_000;
+}
+
+/// [`paid_hub`] whose idempotency table keeps no response body in memory, so
+/// every replay is read back from the store.
+async fn paid_hub_keeping_no_bodies() -> TestHub {
+    let seams = jecp_hub::hub::HubSeams {
+        idempotency_response_bytes_max: Some(0),
+        ..Default::default()
+    };
+    TestHub::start_with(paid_config, seams).await
 }
 
 // JECP-WIRE-MUST-415
@@ -131,6 +142,57 @@ async fn wire_409_only_for_a_different_request_under_the_same_id() {
     assert_eq!(
         hub.available(&agent.0),
         Micros::from_usdc(1).checked_sub(ECHO_PRICE).unwrap()
+    );
+    assert_eq!(hub.ledger_violations(), 0);
+}
+
+/// Response bodies beyond the memory bound are read back from the store:
+/// the replay is still byte for byte, a different request still gets 409,
+/// and nothing is charged twice.
+#[tokio::test]
+async fn replays_whose_body_left_memory_are_read_back_from_the_store() {
+    // No body stays in memory: every replay reads the store.
+    let hub = paid_hub_keeping_no_bodies().await;
+    let agent = hub.register("bounded-agent").await;
+    hub.credit(&agent.0, Micros::from_usdc(1)).await;
+    let echo = |id: &'static str, text: &'static str| {
+        hub.invoke(&agent, id, "utility", "echo", json!({ "text": text }))
+    };
+    let first = echo("bounded-0001", "kept on disk").await;
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    for id in ["bounded-0002", "bounded-0003", "bounded-0004"] {
+        let later = echo(id, "kept on disk").await;
+        assert_eq!(later.status, 200);
+    }
+    let table = &hub.hub().idempotency;
+    assert_eq!(table.len(), 4, "every live key is still known");
+    assert_eq!(table.response_bytes(), 0);
+
+    let again = echo("bounded-0001", "kept on disk").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body, "byte for byte, from the store");
+    assert_eq!(again.header("x-idempotent-replay").as_deref(), Some("true"));
+    // The read-back is not kept either; the next replay reads again.
+    echo("bounded-0005", "kept on disk").await;
+    assert_eq!(table.response_bytes(), 0);
+    let third = echo("bounded-0002", "kept on disk").await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("x-idempotent-replay").as_deref(), Some("true"));
+
+    let altered = echo("bounded-0003", "other").await;
+    assert_eq!(altered.status, 409);
+    assert_eq!(altered.json()["error"]["code"], "DUPLICATE_REQUEST");
+
+    // Five calls charged, no replay charged again.
+    let five_calls = Micros::new(5 * ECHO_PRICE.get()).unwrap();
+    assert_eq!(
+        hub.available(&agent.0),
+        Micros::from_usdc(1).checked_sub(five_calls).unwrap()
     );
     assert_eq!(hub.ledger_violations(), 0);
 }
@@ -507,7 +569,19 @@ async fn two_hundred_concurrent_calls_on_a_wallet_funded_for_fifty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_calls_with_one_id_charge_once() {
-    let hub = Arc::new(paid_hub().await);
+    fifty_concurrent_calls_with_one_id(paid_hub().await).await;
+}
+
+/// The same with no response body kept in memory: the twins that waited for
+/// the leader read its answer back from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_calls_with_one_id_charge_once_when_bodies_live_on_disk_only() {
+    let hub = paid_hub_keeping_no_bodies().await;
+    fifty_concurrent_calls_with_one_id(hub).await;
+}
+
+async fn fifty_concurrent_calls_with_one_id(hub: TestHub) {
+    let hub = Arc::new(hub);
     let agent = hub.register("single-flight-agent").await;
     hub.credit(&agent.0, Micros::from_usdc(1)).await;
     let tasks: Vec<_> = (0..50)

@@ -14,10 +14,22 @@
 //! A leader that ends without a storable response (an error, a 402) simply
 //! leaves: the key becomes free and the next waiter takes over as leader, so
 //! a retry after a failure runs again — failed calls are free and retry-safe.
+//!
+//! # Bounded memory
+//!
+//! Every live key stays in memory with its fingerprint and expiry, so a
+//! duplicate or a conflicting id is recognised without touching the store.
+//! Response bodies do not all stay: each shard keeps them for two
+//! generations of at most `response_bytes_max / (2 × shards)` bytes each;
+//! when the newer generation fills up, the older one gives up its bodies
+//! (its keys become **cold**) and the newer one becomes the older. A replay
+//! of a cold key ([`Claim::Stored`]) reads the answer back from the store,
+//! which holds every stored answer for its whole TTL. Retries come soon
+//! after the first attempt, so they almost always find their body in memory.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +39,11 @@ use crate::protocol::{ErrorCode, JecpError};
 use crate::records::IdempotencyRecord;
 
 const SHARD_COUNT: usize = 64;
+/// Default bound on the response bodies kept in memory (all shards).
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// What a kept response costs besides its body and headers (its `Arc`,
+/// the map entry): counted so that tiny bodies still bound the generation.
+const RESPONSE_OVERHEAD_BYTES: usize = 128;
 
 /// A response kept for replay.
 #[derive(Debug)]
@@ -48,30 +65,138 @@ impl StoredResponse {
             expires_at_s: record.expires_at_s,
         }
     }
+
+    fn memory_bytes(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        self.body.len() + headers + RESPONSE_OVERHEAD_BYTES
+    }
 }
 
-enum Slot {
-    InFlight {
-        fingerprint: [u8; 32],
-        finished: watch::Receiver<()>,
-    },
-    Done(Arc<StoredResponse>),
+struct InFlight {
+    fingerprint: [u8; 32],
+    finished: watch::Receiver<()>,
+}
+
+/// A done key whose body was let go: the store has it.
+#[derive(Clone, Copy)]
+struct Cold {
+    fingerprint: [u8; 32],
+    expires_at_s: i64,
 }
 
 type Key = (String, String);
+
+/// One shard: a key is in at most one of the four maps.
+#[derive(Default)]
+struct Shard {
+    in_flight: HashMap<Key, InFlight>,
+    /// Done, body kept: the generation being filled.
+    newer: HashMap<Key, Arc<StoredResponse>>,
+    newer_bytes: usize,
+    /// Done, body kept: the generation before.
+    older: HashMap<Key, Arc<StoredResponse>>,
+    /// Done, body in the store only.
+    cold: HashMap<Key, Cold>,
+}
+
+/// What a shard knows of a key.
+enum Lookup {
+    Absent,
+    InFlight([u8; 32], watch::Receiver<()>),
+    Kept(Arc<StoredResponse>),
+    Cold(Cold),
+}
+
+impl Shard {
+    fn lookup(&self, key: &Key) -> Lookup {
+        if let Some(flight) = self.in_flight.get(key) {
+            return Lookup::InFlight(flight.fingerprint, flight.finished.clone());
+        }
+        if let Some(stored) = self.newer.get(key).or_else(|| self.older.get(key)) {
+            return Lookup::Kept(stored.clone());
+        }
+        match self.cold.get(key) {
+            Some(cold) => Lookup::Cold(*cold),
+            None => Lookup::Absent,
+        }
+    }
+
+    /// Removes every done trace of `key` (an expired or vanished answer).
+    fn forget(&mut self, key: &Key) {
+        if let Some(stored) = self.newer.remove(key) {
+            self.newer_bytes = self.newer_bytes.saturating_sub(stored.memory_bytes());
+        }
+        self.older.remove(key);
+        self.cold.remove(key);
+    }
+
+    /// Records a done key, keeping its body within `generation_bytes_max`.
+    /// A bound of 0 keeps no body at all: every replay reads the store.
+    fn insert_done(&mut self, key: Key, stored: Arc<StoredResponse>, generation_bytes_max: usize) {
+        self.forget(&key);
+        if generation_bytes_max == 0 {
+            let cold = Cold {
+                fingerprint: stored.fingerprint,
+                expires_at_s: stored.expires_at_s,
+            };
+            self.cold.insert(key, cold);
+            return;
+        }
+        self.newer_bytes += stored.memory_bytes();
+        self.newer.insert(key, stored);
+        if self.newer_bytes > generation_bytes_max {
+            let demoted = std::mem::replace(&mut self.older, std::mem::take(&mut self.newer));
+            self.newer_bytes = 0;
+            self.cold.extend(demoted.into_iter().map(|(key, stored)| {
+                let cold = Cold {
+                    fingerprint: stored.fingerprint,
+                    expires_at_s: stored.expires_at_s,
+                };
+                (key, cold)
+            }));
+        }
+    }
+
+    fn sweep(&mut self, now_s: i64) -> usize {
+        let before = self.done_len();
+        self.newer.retain(|_, stored| stored.expires_at_s > now_s);
+        self.newer_bytes = self
+            .newer
+            .values()
+            .map(|stored| stored.memory_bytes())
+            .sum();
+        self.older.retain(|_, stored| stored.expires_at_s > now_s);
+        self.cold.retain(|_, cold| cold.expires_at_s > now_s);
+        before - self.done_len()
+    }
+
+    fn done_len(&self) -> usize {
+        self.newer.len() + self.older.len() + self.cold.len()
+    }
+}
 
 /// The outcome of [`IdempotencyTable::claim`].
 #[derive(Debug)]
 pub enum Claim {
     /// Same key, same fingerprint, already answered: replay this.
     Replay(Arc<StoredResponse>),
+    /// Same key, same fingerprint, already answered, but the body is only in
+    /// the store: read it ([`crate::store::Command::ReadIdempotency`]) and
+    /// replay it; if the store no longer has it, [`IdempotencyTable::forget`]
+    /// the key and claim again.
+    Stored,
     /// The caller now owns the key and must execute the request.
     Leader(LeaderGuard),
 }
 
 pub struct IdempotencyTable {
-    shards: Vec<Mutex<HashMap<Key, Slot>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
+    generation_bytes_max: usize,
 }
 
 impl std::fmt::Debug for IdempotencyTable {
@@ -84,18 +209,23 @@ impl std::fmt::Debug for IdempotencyTable {
 
 impl Default for IdempotencyTable {
     fn default() -> Self {
-        IdempotencyTable {
-            shards: (0..SHARD_COUNT)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            hasher: RandomState::new(),
-        }
+        IdempotencyTable::with_response_bytes_max(RESPONSE_BYTES_MAX)
     }
 }
 
 impl IdempotencyTable {
     pub fn new() -> Arc<IdempotencyTable> {
         Arc::new(IdempotencyTable::default())
+    }
+
+    /// A table keeping at most about `response_bytes_max` of response
+    /// bodies in memory (tests use a tiny bound to reach the store path).
+    pub fn with_response_bytes_max(response_bytes_max: usize) -> IdempotencyTable {
+        IdempotencyTable {
+            shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            generation_bytes_max: response_bytes_max / (2 * SHARD_COUNT),
+        }
     }
 
     /// Rebuilds the done set from persisted records, skipping expired ones.
@@ -107,15 +237,15 @@ impl IdempotencyTable {
             let key = (record.agent_id.clone(), record.request_key.clone());
             let stored = Arc::new(StoredResponse::from_record(record));
             self.shard(&key)
-                .lock()
-                .unwrap()
-                .insert(key, Slot::Done(stored));
+                .insert_done(key, stored, self.generation_bytes_max);
         }
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, Slot>> {
+    fn shard(&self, key: &Key) -> MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(key) as usize) % SHARD_COUNT;
-        &self.shards[index]
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Claims `(agent_id, request_key)` for a request with `fingerprint`.
@@ -132,29 +262,33 @@ impl IdempotencyTable {
         let deadline = tokio::time::Instant::now() + wait_max;
         loop {
             let mut finished = {
-                let mut shard = self.shard(&key).lock().unwrap();
-                match shard.get(&key) {
-                    Some(Slot::Done(stored)) if stored.expires_at_s > now_s => {
+                let mut shard = self.shard(&key);
+                match shard.lookup(&key) {
+                    Lookup::Kept(stored) if stored.expires_at_s > now_s => {
                         if stored.fingerprint != fingerprint {
                             return Err(duplicate_error(request_key));
                         }
-                        return Ok(Claim::Replay(stored.clone()));
+                        return Ok(Claim::Replay(stored));
                     }
-                    Some(Slot::InFlight {
-                        fingerprint: leader,
-                        finished,
-                    }) => {
-                        if *leader != fingerprint {
+                    Lookup::Cold(cold) if cold.expires_at_s > now_s => {
+                        if cold.fingerprint != fingerprint {
                             return Err(duplicate_error(request_key));
                         }
-                        finished.clone()
+                        return Ok(Claim::Stored);
+                    }
+                    Lookup::InFlight(leader, finished) => {
+                        if leader != fingerprint {
+                            return Err(duplicate_error(request_key));
+                        }
+                        finished
                     }
                     // Absent or expired: this caller leads.
-                    _ => {
+                    Lookup::Absent | Lookup::Kept(_) | Lookup::Cold(_) => {
+                        shard.forget(&key);
                         let (sender, receiver) = watch::channel(());
-                        shard.insert(
+                        shard.in_flight.insert(
                             key.clone(),
-                            Slot::InFlight {
+                            InFlight {
                                 fingerprint,
                                 finished: receiver,
                             },
@@ -181,34 +315,69 @@ impl IdempotencyTable {
         }
     }
 
-    /// Drops expired stored responses; returns how many.
-    pub fn sweep(&self, now_s: i64) -> usize {
-        let mut removed = 0;
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap();
-            let before = shard.len();
-            shard.retain(|_, slot| match slot {
-                Slot::Done(stored) => stored.expires_at_s > now_s,
-                Slot::InFlight { .. } => true,
-            });
-            removed += before - shard.len();
+    /// Puts a response read back from the store ([`Claim::Stored`]) in
+    /// memory again, for the retries that may follow it.
+    pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: Arc<StoredResponse>) {
+        let key: Key = (agent_id.to_owned(), request_key.to_owned());
+        let mut shard = self.shard(&key);
+        if !shard.in_flight.contains_key(&key) {
+            shard.insert_done(key, stored, self.generation_bytes_max);
         }
-        removed
     }
 
+    /// Drops a done key the store no longer holds (it expired there first).
+    pub fn forget(&self, agent_id: &str, request_key: &str) {
+        let key: Key = (agent_id.to_owned(), request_key.to_owned());
+        self.shard(&key).forget(&key);
+    }
+
+    /// Drops expired stored responses; returns how many.
+    pub fn sweep(&self, now_s: i64) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sweep(now_s)
+            })
+            .sum()
+    }
+
+    /// Keys known: in flight or done.
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.lock().unwrap().len())
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                shard.in_flight.len() + shard.done_len()
+            })
             .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes of response bodies (and headers) held in memory now.
+    pub fn response_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                shard
+                    .newer
+                    .values()
+                    .chain(shard.older.values())
+                    .map(|stored| stored.memory_bytes())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
 }
 
-fn duplicate_error(request_key: &str) -> JecpError {
+/// 409 `DUPLICATE_REQUEST`: the id's stored answer belongs to another request.
+pub fn duplicate_error(request_key: &str) -> JecpError {
     JecpError::new(
         ErrorCode::DuplicateRequest,
         "this id was already used for a different request (capability, action, input or provenance differ); use a new id",
@@ -236,11 +405,9 @@ impl LeaderGuard {
     /// Publishes the response that is now durably stored.
     pub fn finish(mut self, stored: Arc<StoredResponse>) {
         if let Some(key) = self.key.take() {
-            self.table
-                .shard(&key)
-                .lock()
-                .unwrap()
-                .insert(key, Slot::Done(stored));
+            let mut shard = self.table.shard(&key);
+            shard.in_flight.remove(&key);
+            shard.insert_done(key, stored, self.table.generation_bytes_max);
         }
     }
 }
@@ -248,10 +415,7 @@ impl LeaderGuard {
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let mut shard = self.table.shard(&key).lock().unwrap();
-            if matches!(shard.get(&key), Some(Slot::InFlight { .. })) {
-                shard.remove(&key);
-            }
+            self.table.shard(&key).in_flight.remove(&key);
         }
     }
 }
@@ -350,6 +514,80 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::ServiceDegraded);
         assert_eq!(error.retry_after_seconds, Some(1));
+    }
+
+    fn sized(fingerprint: [u8; 32], body_bytes: usize, expires_at_s: i64) -> Arc<StoredResponse> {
+        Arc::new(StoredResponse {
+            fingerprint,
+            http_status: 200,
+            body: Bytes::from(vec![b'x'; body_bytes]),
+            headers: Vec::new(),
+            expires_at_s,
+        })
+    }
+
+    #[tokio::test]
+    async fn bodies_beyond_the_bound_go_cold_but_every_key_stays_known() {
+        let generation_bytes_max = 1_000;
+        let table = Arc::new(IdempotencyTable::with_response_bytes_max(
+            2 * SHARD_COUNT * generation_bytes_max,
+        ));
+        let wait = Duration::from_secs(1);
+        let keys: Vec<String> = (0..2_000).map(|i| format!("key-{i:05}")).collect();
+        for key in &keys {
+            let Claim::Leader(guard) = table.claim("a", key, [1; 32], 0, wait).await.unwrap()
+            else {
+                panic!("{key} is new")
+            };
+            guard.finish(sized([1; 32], 500, 1_000));
+        }
+        assert_eq!(table.len(), keys.len());
+        // Each generation may overshoot by one response before it rotates.
+        let entry_bytes = 500 + RESPONSE_OVERHEAD_BYTES;
+        let bound = 2 * SHARD_COUNT * (generation_bytes_max + entry_bytes);
+        assert!(
+            table.response_bytes() <= bound,
+            "{} > {bound}",
+            table.response_bytes()
+        );
+        let (mut kept, mut stored) = (0, 0);
+        for key in &keys {
+            match table.claim("a", key, [1; 32], 0, wait).await.unwrap() {
+                Claim::Replay(_) => kept += 1,
+                Claim::Stored => stored += 1,
+                Claim::Leader(_) => panic!("{key} was answered already"),
+            }
+            let error = table.claim("a", key, [2; 32], 0, wait).await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::DuplicateRequest);
+        }
+        assert!(
+            stored > keys.len() / 2,
+            "most bodies left memory: {kept} kept, {stored} cold"
+        );
+        assert!(kept > 0, "the newest bodies stay");
+
+        // A body read back from the store is kept again; a forgotten key is free.
+        let cold_key = keys
+            .iter()
+            .find(|key| {
+                let key = ("a".to_owned(), (*key).clone());
+                matches!(table.shard(&key).lookup(&key), Lookup::Cold(_))
+            })
+            .unwrap();
+        table.rewarm("a", cold_key, sized([1; 32], 10, 1_000));
+        assert!(matches!(
+            table.claim("a", cold_key, [1; 32], 0, wait).await.unwrap(),
+            Claim::Replay(_)
+        ));
+        table.forget("a", cold_key);
+        assert!(matches!(
+            table.claim("a", cold_key, [2; 32], 0, wait).await.unwrap(),
+            Claim::Leader(_)
+        ));
+
+        // Expiry reaches cold keys too.
+        assert_eq!(table.sweep(1_000), keys.len() - 1);
+        assert_eq!(table.response_bytes(), 0);
     }
 
     #[test]

@@ -43,7 +43,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::envelope::{self, is_valid_request_id};
-use super::idempotency::{Claim, StoredResponse};
+use super::idempotency::{Claim, StoredResponse, duplicate_error};
 use super::{Hub, Reply, now_s};
 use crate::auth::{self, Mandate, provenance};
 use crate::catalog::{Action, Capability, HandlerError, Resolution};
@@ -212,20 +212,33 @@ impl Hub {
             provenance_hash,
             x_payment: x_payment.as_deref(),
         });
-        let leader = match self
-            .idempotency
-            .claim(
-                &agent.agent_id,
-                request_key,
-                request_fingerprint,
-                now,
-                IDEMPOTENT_WAIT_MAX,
-            )
-            .await
-            .map_err(fail)?
-        {
-            Claim::Replay(stored) => return Ok(replay(&stored)),
-            Claim::Leader(guard) => guard,
+        let leader = loop {
+            let claim = self
+                .idempotency
+                .claim(
+                    &agent.agent_id,
+                    request_key,
+                    request_fingerprint,
+                    now,
+                    IDEMPOTENT_WAIT_MAX,
+                )
+                .await
+                .map_err(fail)?;
+            match claim {
+                Claim::Replay(stored) => return Ok(replay(&stored)),
+                Claim::Leader(guard) => break guard,
+                Claim::Stored => {
+                    if let Some(stored) = self
+                        .read_stored_answer(&agent.agent_id, request_key, request_fingerprint)
+                        .await
+                        .map_err(fail)?
+                    {
+                        return Ok(replay(&stored));
+                    }
+                    // Expired in the store first: the id is free again.
+                    self.idempotency.forget(&agent.agent_id, request_key);
+                }
+            }
         };
 
         // 5. Capability and action.
@@ -519,10 +532,7 @@ impl Hub {
                 // An earlier attempt's charge reached the store after all (its
                 // caller saw a 503): answer with it; nothing was charged now.
                 if record.fingerprint != request_fingerprint {
-                    return Err(fail(JecpError::new(
-                        ErrorCode::DuplicateRequest,
-                        "this id was already used for a different request; use a new id",
-                    )));
+                    return Err(fail(duplicate_error(request_key)));
                 }
                 let stored = Arc::new(StoredResponse::from_record(record));
                 leader.finish(stored.clone());
@@ -559,6 +569,42 @@ impl Hub {
         });
         leader.finish(stored.clone());
         Ok(replay_fresh(&stored))
+    }
+
+    /// A stored answer whose body the idempotency table let go of, read back
+    /// from the store and kept in memory again for the retries after it.
+    async fn read_stored_answer(
+        &self,
+        agent_id: &str,
+        request_key: &str,
+        fingerprint: [u8; 32],
+    ) -> Result<Option<Arc<StoredResponse>>, JecpError> {
+        let command = Command::ReadIdempotency {
+            agent_id: agent_id.to_owned(),
+            request_key: request_key.to_owned(),
+        };
+        let record = match self.store.execute(command).await {
+            Ok(StoreReply::Stored(record)) => record,
+            Ok(other) => {
+                tracing::error!(
+                    ?other,
+                    "writer answered an idempotency read with an unexpected reply"
+                );
+                return Err(JecpError::internal());
+            }
+            Err(error) => return Err(error.to_jecp()),
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if record.fingerprint != fingerprint {
+            // The table compared fingerprints already; the store is the authority.
+            return Err(duplicate_error(request_key));
+        }
+        let stored = Arc::new(StoredResponse::from_record(record));
+        self.idempotency
+            .rewarm(agent_id, request_key, stored.clone());
+        Ok(Some(stored))
     }
 
     /// Trust tier inputs: completed calls from the ledger.

@@ -68,6 +68,9 @@ pub struct HubSeams {
     pub fault: Option<crate::store::FaultSwitch>,
     /// A catalog to serve instead of the built-ins from configuration.
     pub catalog: Option<Catalog>,
+    /// Bound on idempotent response bodies kept in memory, instead of
+    /// [`idempotency::RESPONSE_BYTES_MAX`] (tests reach the store read path).
+    pub idempotency_response_bytes_max: Option<usize>,
 }
 
 /// Why the Hub could not start.
@@ -112,7 +115,7 @@ impl Hub {
             config,
             HubSeams {
                 fault,
-                catalog: None,
+                ..HubSeams::default()
             },
         )
     }
@@ -123,6 +126,7 @@ impl Hub {
         let HubSeams {
             fault,
             catalog: given_catalog,
+            idempotency_response_bytes_max,
         } = seams;
         std::fs::create_dir_all(&config.data_dir).map_err(|error| {
             StartError::new(format!(
@@ -171,7 +175,9 @@ impl Hub {
         let now = now_s();
         let replay = ReplayStore::new(REPLAY_ENTRIES_MAX);
         replay.load(loaded.nonces, now);
-        let idempotency = IdempotencyTable::new();
+        let idempotency = Arc::new(IdempotencyTable::with_response_bytes_max(
+            idempotency_response_bytes_max.unwrap_or(idempotency::RESPONSE_BYTES_MAX),
+        ));
         idempotency.load(loaded.idempotency, now);
         let directory = Directory::new(secret, loaded.agents);
         tracing::info!(

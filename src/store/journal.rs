@@ -269,9 +269,9 @@ impl<'a> Cursor<'a> {
 /// transaction. Records at or below redb's `commit_seq` are skipped; a gap is
 /// refused. Returns the `commit_seq` redb holds afterwards.
 ///
-/// Every batch rewrites the account rows it touched; within one checkpoint
-/// only each account's last row is written, since no intermediate value is
-/// ever visible outside the transaction.
+/// Every batch rewrites the account and agent rows it touched; within one
+/// checkpoint only each key's last row is written, since no intermediate
+/// value is ever visible outside the transaction.
 pub(super) fn checkpoint<'r>(
     db: &redb::Database,
     records: impl IntoIterator<Item = &'r [u8]>,
@@ -312,7 +312,10 @@ fn apply_records<'r>(
     let mut nonces = txn
         .open_table(tables::NONCES)
         .map_err(|e| redb_error(context, e))?;
+    // Every charge rewrites its wallet's account row and its agent's row
+    // (`total_calls`); only the last of each reaches redb.
     let mut latest_accounts: BTreeMap<u64, &'r [u8]> = BTreeMap::new();
+    let mut latest_agents: BTreeMap<&'r str, &'r [u8]> = BTreeMap::new();
     let mut applied_seq = disk_seq;
     for record in records {
         let seq = record_seq(record);
@@ -352,9 +355,7 @@ fn apply_records<'r>(
                     let key = cursor.blob()?;
                     let key = std::str::from_utf8(key)
                         .map_err(|_| cursor.corrupt("an agent key is not UTF-8"))?;
-                    agents
-                        .insert(key, cursor.blob()?)
-                        .map_err(|e| redb_error(context, e))?;
+                    latest_agents.insert(key, cursor.blob()?);
                 }
                 ROW_IDEMPOTENCY => {
                     let key = cursor.u128()?;
@@ -403,6 +404,11 @@ fn apply_records<'r>(
     for (id, row) in latest_accounts {
         accounts
             .insert(id, row)
+            .map_err(|e| redb_error(context, e))?;
+    }
+    for (agent_id, row) in latest_agents {
+        agents
+            .insert(agent_id, row)
             .map_err(|e| redb_error(context, e))?;
     }
     if applied_seq > disk_seq {
@@ -762,13 +768,15 @@ mod tests {
     }
 
     #[test]
-    fn the_last_account_row_of_a_checkpoint_wins() {
+    fn the_last_account_and_agent_rows_of_a_checkpoint_win() {
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
         let rows = |seq: u64, value: u8| {
             let mut builder = RecordBuilder::new(Vec::new(), seq);
             builder.account(7, &[value]);
             builder.account(8 + u64::from(value), &[value]);
+            builder.agent("agent-a", &[value]);
+            builder.agent(if value == 1 { "agent-b" } else { "agent-c" }, &[value]);
             builder.finish().unwrap()
         };
         let (one, two) = (rows(1, 1), rows(2, 2));
@@ -781,6 +789,13 @@ mod tests {
         let value = |id: u64| accounts.get(id).unwrap().map(|v| v.value().to_vec());
         assert_eq!(value(7), Some(vec![2]));
         assert_eq!((value(9), value(10)), (Some(vec![1]), Some(vec![2])));
+        let agents = txn.open_table(tables::AGENTS).unwrap();
+        let agent = |key: &str| agents.get(key).unwrap().map(|v| v.value().to_vec());
+        assert_eq!(agent("agent-a"), Some(vec![2]));
+        assert_eq!(
+            (agent("agent-b"), agent("agent-c")),
+            (Some(vec![1]), Some(vec![2]))
+        );
     }
 
     #[test]

@@ -356,6 +356,12 @@ pub enum Command {
         before: Option<u128>,
         limit: usize,
     },
+    /// Reads the live stored answer under `(agent_id, request_key)` →
+    /// `Reply::Stored`. A read, served by the writer like `History`.
+    ReadIdempotency {
+        agent_id: String,
+        request_key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,6 +376,8 @@ pub enum Reply {
     /// have reached the file although its caller was told it failed); nothing
     /// was charged now, the hold was released, and this is the stored answer.
     Replayed(IdempotencyRecord),
+    /// The answer of `ReadIdempotency`: `None` when no live record exists.
+    Stored(Option<IdempotencyRecord>),
 }
 
 /// Store state for `/health`.

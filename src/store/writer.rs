@@ -467,22 +467,37 @@ impl Writer {
             _ => return None,
         };
         let (agent_id, request_key) = recorder.key();
-        let (log_key, expires_at_s) = *self
-            .idempotency_index
-            .get(&(agent_id.to_owned(), request_key.to_owned()))?;
-        if expires_at_s <= now_s {
-            return None;
+        match self.stored_answer(agent_id, request_key, now_s) {
+            Ok(None) => None,
+            Ok(Some(record)) => Some(Ok(Reply::Replayed(record))),
+            Err(error) => Some(Err(error)),
         }
-        let found = self
-            .read_current("reading an idempotency record")
-            .and_then(|txn| tables::read_idempotency(&txn, log_key));
-        Some(match found {
-            Ok(Some(record)) => Ok(Reply::Replayed(record)),
-            Ok(None) => Err(StoreError::Corrupt(format!(
+    }
+
+    /// The live idempotency record under `(agent_id, request_key)`, read
+    /// from redb (after a checkpoint) only when the index says one exists.
+    fn stored_answer(
+        &mut self,
+        agent_id: &str,
+        request_key: &str,
+        now_s: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(&(log_key, expires_at_s)) = self
+            .idempotency_index
+            .get(&(agent_id.to_owned(), request_key.to_owned()))
+        else {
+            return Ok(None);
+        };
+        if expires_at_s <= now_s {
+            return Ok(None);
+        }
+        let txn = self.read_current("reading an idempotency record")?;
+        match tables::read_idempotency(&txn, log_key)? {
+            Some(record) => Ok(Some(record)),
+            None => Err(StoreError::Corrupt(format!(
                 "idempotency log key {log_key:032x} vanished"
             ))),
-            Err(error) => Err(error),
-        })
+        }
     }
 
     /// A read transaction on redb holding every acknowledged batch: what is
@@ -526,15 +541,27 @@ impl Writer {
             let mut ledger = ledger_lock.write().unwrap_or_else(PoisonError::into_inner);
             ledger.begin_batch();
             for (command, waiter) in batch.drain(..) {
-                if let Command::History {
-                    wallet,
-                    before,
-                    limit,
-                } = command
-                {
-                    let history = self.read_history(wallet, before, limit);
-                    reply(waiter, history);
-                    continue;
+                match command {
+                    Command::History {
+                        wallet,
+                        before,
+                        limit,
+                    } => {
+                        let history = self.read_history(wallet, before, limit);
+                        reply(waiter, history);
+                        continue;
+                    }
+                    Command::ReadIdempotency {
+                        agent_id,
+                        request_key,
+                    } => {
+                        let stored = self
+                            .stored_answer(&agent_id, &request_key, now_ms.div_euclid(1000))
+                            .map(Reply::Stored);
+                        reply(waiter, stored);
+                        continue;
+                    }
+                    _ => {}
                 }
                 if let Some(stored) = self.already_charged(&command, now_ms.div_euclid(1000)) {
                     // Release what the duplicate reserved; the first charge stands.
@@ -1013,10 +1040,10 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             Applied::AfterCommit(Ok(Reply::Done))
         }
         // `process` serves reads before applying; one here is a wiring bug.
-        Command::History { .. } => {
-            debug_assert!(false, "History reached apply");
+        Command::History { .. } | Command::ReadIdempotency { .. } => {
+            debug_assert!(false, "a read reached apply");
             Applied::Now(Err(StoreError::Degraded(
-                "history read reached the apply step".into(),
+                "a read reached the apply step".into(),
             )))
         }
     }

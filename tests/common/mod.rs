@@ -104,10 +104,20 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 
 impl TestHub {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestHub {
+        TestHub::start_with(tweak, jecp_hub::hub::HubSeams::default()).await
+    }
+
+    /// [`TestHub::start`] with test seams under the Hub.
+    pub async fn start_with(
+        tweak: impl FnOnce(&mut Config),
+        seams: jecp_hub::hub::HubSeams,
+    ) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let running = Running::start(config).await.expect("hub starts");
+        let running = Running::start_with(config, seams)
+            .await
+            .expect("hub starts");
         let client = Client::builder(TokioExecutor::new()).build_http();
         TestHub {
             running,

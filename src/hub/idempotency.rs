@@ -134,10 +134,27 @@ impl Shard {
         self.cold.remove(key);
     }
 
-    /// Records a done key, keeping its body within `generation_bytes_max`.
-    /// A bound of 0 keeps no body at all: every replay reads the store.
+    /// Records a done key, replacing any earlier answer under it.
     fn insert_done(&mut self, key: Key, stored: Arc<StoredResponse>, generation_bytes_max: usize) {
         self.forget(&key);
+        self.insert_new_done(key, stored, generation_bytes_max);
+    }
+
+    /// Records a done key that has no answer here (it was in flight), keeping
+    /// bodies within `generation_bytes_max`. A bound of 0 keeps no body at
+    /// all: every replay reads the store.
+    fn insert_new_done(
+        &mut self,
+        key: Key,
+        stored: Arc<StoredResponse>,
+        generation_bytes_max: usize,
+    ) {
+        debug_assert!(
+            !self.newer.contains_key(&key)
+                && !self.older.contains_key(&key)
+                && !self.cold.contains_key(&key),
+            "a key lives in one map at a time"
+        );
         if generation_bytes_max == 0 {
             let cold = Cold {
                 fingerprint: stored.fingerprint,
@@ -283,8 +300,10 @@ impl IdempotencyTable {
                         finished
                     }
                     // Absent or expired: this caller leads.
-                    Lookup::Absent | Lookup::Kept(_) | Lookup::Cold(_) => {
-                        shard.forget(&key);
+                    lookup @ (Lookup::Absent | Lookup::Kept(_) | Lookup::Cold(_)) => {
+                        if !matches!(lookup, Lookup::Absent) {
+                            shard.forget(&key);
+                        }
                         let (sender, receiver) = watch::channel(());
                         shard.in_flight.insert(
                             key.clone(),
@@ -407,7 +426,8 @@ impl LeaderGuard {
         if let Some(key) = self.key.take() {
             let mut shard = self.table.shard(&key);
             shard.in_flight.remove(&key);
-            shard.insert_done(key, stored, self.table.generation_bytes_max);
+            // It was in flight, so it is in no other map.
+            shard.insert_new_done(key, stored, self.table.generation_bytes_max);
         }
     }
 }

@@ -4,8 +4,8 @@
 # the criterion micro-benchmarks with short measurement times, and rewrites
 # the section between <!-- BEGIN GENERATED --> and <!-- END GENERATED -->.
 #
-# Usage: bench/run.sh            (about 5 minutes on 2 cores after the first build)
-# Knobs (environment): BENCH_DURATION_S (5), BENCH_WARMUP_S (1),
+# Usage: bench/run.sh            (about 8 minutes on 2 cores after the first build)
+# Knobs (environment): BENCH_DURATION_S (5), BENCH_WARMUP_S (1), BENCH_ROUNDS (3),
 # BENCH_CONCURRENCY (256), BENCH_AGENTS (64), BENCH_OPEN_RATE (2000 req/s),
 # BENCH_CLIENT_THREADS (1), BENCH_SKIP_CRITERION (unset).
 set -euo pipefail
@@ -14,6 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration_s=${BENCH_DURATION_S:-5}
 warmup_s=${BENCH_WARMUP_S:-1}
+# The closed-loop scenarios repeat this many times on the same Hub; the
+# report takes medians (one 5 s run of health varies by ±15% on a shared box).
+rounds=${BENCH_ROUNDS:-3}
 concurrency=${BENCH_CONCURRENCY:-256}
 agents=${BENCH_AGENTS:-64}
 open_rate=${BENCH_OPEN_RATE:-2000}
@@ -45,7 +48,7 @@ common=(--hub-bin "$hub_bin" --duration-s "$duration_s" --warmup-s "$warmup_s"
 for mode in immediate batched; do
     echo "== HTTP scenarios, $mode durability, $concurrency connections" >&2
     "$bench_bin" run "${common[@]}" --durability "$mode" --concurrency "$concurrency" \
-        --scenario health,invoke-echo,invoke-replay,invoke-mixed,register \
+        --rounds "$rounds" --scenario health,invoke-echo,invoke-replay,invoke-mixed,register \
         > "$results/closed-$mode.json"
     echo "== open loop, $mode durability, $open_rate req/s" >&2
     "$bench_bin" run "${common[@]}" --durability "$mode" --rate "$open_rate" \

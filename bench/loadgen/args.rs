@@ -13,6 +13,8 @@ pub const RATE_PER_S_MAX: u64 = 1_000_000;
 pub const IN_FLIGHT_MAX: u32 = 65_536;
 pub const DURATION_S_MAX: u64 = 600;
 pub const WARMUP_S_MAX: u64 = 60;
+/// Most repetitions of the scenario list (`--rounds`).
+pub const ROUNDS_MAX: u32 = 20;
 pub const REQUESTS_MAX: u64 = 100_000_000;
 pub const AGENTS_MAX: u32 = 10_000;
 pub const TIMEOUT_MS_MAX: u64 = 120_000;
@@ -85,6 +87,10 @@ pub struct RunArgs {
     /// Unmeasured warm-up before each scenario.
     #[arg(long, default_value_t = 1)]
     pub warmup_s: u64,
+    /// Runs the whole scenario list this many times against the same Hub;
+    /// the report keeps every round (BENCHMARKS.md shows medians).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Stop a scenario after this many measured requests (whichever comes first with --duration-s).
     #[arg(long)]
     pub requests: Option<u64>,
@@ -166,6 +172,7 @@ pub struct RunPlan {
     pub duration: Duration,
     pub warmup: Duration,
     pub requests_max: Option<u64>,
+    pub rounds: u32,
     pub agents: u32,
     pub timeout: Duration,
     pub client_threads: usize,
@@ -198,6 +205,7 @@ impl RunArgs {
         check_range("max-in-flight", self.max_in_flight, 1, IN_FLIGHT_MAX)?;
         check_range("duration-s", self.duration_s, 1, DURATION_S_MAX)?;
         check_range("warmup-s", self.warmup_s, 0, WARMUP_S_MAX)?;
+        check_range("rounds", self.rounds, 1, ROUNDS_MAX)?;
         check_range("agents", self.agents, 1, AGENTS_MAX)?;
         check_range("timeout-ms", self.timeout_ms, 1, TIMEOUT_MS_MAX)?;
         check_range("client-threads", self.client_threads, 1, CLIENT_THREADS_MAX)?;
@@ -271,6 +279,7 @@ impl RunArgs {
             duration: Duration::from_secs(self.duration_s),
             warmup: Duration::from_secs(self.warmup_s),
             requests_max: self.requests,
+            rounds: self.rounds,
             agents: self.agents,
             timeout: Duration::from_millis(self.timeout_ms),
             client_threads: self.client_threads,
@@ -334,6 +343,14 @@ mod tests {
         assert!(error.contains("--concurrency"), "{error}");
         let error = plan(&["--scenario", "health", "--duration-s", "601"]).unwrap_err();
         assert!(error.contains("--duration-s"), "{error}");
+        let error = plan(&["--scenario", "health", "--rounds", "0"]).unwrap_err();
+        assert!(error.contains("--rounds"), "{error}");
+        assert_eq!(
+            plan(&["--scenario", "health", "--rounds", "3"])
+                .unwrap()
+                .rounds,
+            3
+        );
         let error = plan(&["--scenario", "health", "--rate", "0"]).unwrap_err();
         assert!(error.contains("--rate"), "{error}");
         let error = plan(&["--scenario", "health", "--requests", "0"]).unwrap_err();

@@ -81,6 +81,9 @@ impl LoadDescription {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioResult {
     pub scenario: ScenarioName,
+    /// Which repetition of the scenario list (`--rounds`), from 0.
+    #[serde(default)]
+    pub round: u32,
     pub load: LoadDescription,
     pub warmup_s: f64,
     /// From the first measured send to the last measured answer.
@@ -95,6 +98,17 @@ pub struct ScenarioResult {
     pub throughput_per_s: f64,
     pub latency_us: LatencySummary,
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
+}
+
+impl ScenarioResult {
+    /// The scenario's name, with its round when there are several.
+    pub fn label(&self) -> String {
+        if self.round == 0 {
+            self.scenario.as_str().to_owned()
+        } else {
+            format!("{}#{}", self.scenario.as_str(), self.round + 1)
+        }
+    }
 }
 
 /// When the `index`-th open-loop request should leave, from the start. Exact
@@ -207,6 +221,7 @@ pub async fn run_scenario(
         Duration::from_nanos(shared.last_answer_ns.load(Ordering::Relaxed)).as_secs_f64();
     ScenarioResult {
         scenario,
+        round: 0,
         load: LoadDescription::of(shape),
         warmup_s: budget.warmup.as_secs_f64(),
         measured_s,

@@ -142,8 +142,14 @@ async fn execute(
         requests_max: plan.requests_max,
         timeout: plan.timeout,
     };
-    let mut scenarios = Vec::with_capacity(plan.scenarios.len());
-    for (position, &scenario) in plan.scenarios.iter().enumerate() {
+    let mut scenarios = Vec::with_capacity(plan.scenarios.len() * plan.rounds as usize);
+    let rounds = (0..plan.rounds).flat_map(|round| {
+        plan.scenarios
+            .iter()
+            .enumerate()
+            .map(move |(position, &scenario)| (round, position, scenario))
+    });
+    for (round, position, scenario) in rounds {
         let replay_ids = if scenario == ScenarioName::InvokeReplay {
             setup::prime_replays(&client, &agents, &tag).await?
         } else {
@@ -153,7 +159,8 @@ async fn execute(
             scenario,
             Arc::clone(&agents),
             Arc::new(replay_ids),
-            format!("{tag}{position}"),
+            // Fresh request ids in every round.
+            format!("{tag}{round}x{position}"),
         );
         let result = driver::run_scenario(
             client.clone(),
@@ -164,10 +171,11 @@ async fn execute(
             show_progress,
         )
         .await;
+        let result = ScenarioResult { round, ..result };
         if !plan.quiet {
             eprintln!(
                 "{:<14} {:>9.0} req/s  p50 {}  p99 {}  errors {}",
-                scenario.as_str(),
+                result.label(),
                 result.throughput_per_s,
                 format_us(result.latency_us.p50_us),
                 format_us(result.latency_us.p99_us),
@@ -221,7 +229,7 @@ pub fn render_text(report: &RunReport) -> String {
         let latency = &result.latency_us;
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>11.0} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
-            result.scenario.as_str(),
+            result.label(),
             result.load.short(),
             result.requests,
             result.throughput_per_s,
@@ -271,6 +279,7 @@ mod tests {
             },
             scenarios: vec![ScenarioResult {
                 scenario: ScenarioName::InvokeMixed,
+                round: 0,
                 load: LoadDescription::of(crate::args::LoadShape::Closed { concurrency: 256 }),
                 warmup_s: 1.0,
                 measured_s: 5.0,

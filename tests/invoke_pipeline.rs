@@ -36,6 +36,12 @@ async fn paid_hub_keeping_no_bodies() -> TestHub {
     TestHub::start_with(paid_config, seams).await
 }
 
+/// `utility/echo` of `{"text": text}` under request id `id`.
+async fn echo(hub: &TestHub, agent: &(String, String), id: &str, text: &str) -> common::Response {
+    hub.invoke(agent, id, "utility", "echo", json!({ "text": text }))
+        .await
+}
+
 // JECP-WIRE-MUST-415
 #[tokio::test]
 async fn wire_415_on_non_json_media_types() {
@@ -155,10 +161,7 @@ async fn replays_whose_body_left_memory_are_read_back_from_the_store() {
     let hub = paid_hub_keeping_no_bodies().await;
     let agent = hub.register("bounded-agent").await;
     hub.credit(&agent.0, Micros::from_usdc(1)).await;
-    let echo = |id: &'static str, text: &'static str| {
-        hub.invoke(&agent, id, "utility", "echo", json!({ "text": text }))
-    };
-    let first = echo("bounded-0001", "kept on disk").await;
+    let first = echo(&hub, &agent, "bounded-0001", "kept on disk").await;
     assert_eq!(
         first.status,
         200,
@@ -166,25 +169,25 @@ async fn replays_whose_body_left_memory_are_read_back_from_the_store() {
         String::from_utf8_lossy(&first.body)
     );
     for id in ["bounded-0002", "bounded-0003", "bounded-0004"] {
-        let later = echo(id, "kept on disk").await;
+        let later = echo(&hub, &agent, id, "kept on disk").await;
         assert_eq!(later.status, 200);
     }
     let table = &hub.hub().idempotency;
     assert_eq!(table.len(), 4, "every live key is still known");
     assert_eq!(table.response_bytes(), 0);
 
-    let again = echo("bounded-0001", "kept on disk").await;
+    let again = echo(&hub, &agent, "bounded-0001", "kept on disk").await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, first.body, "byte for byte, from the store");
     assert_eq!(again.header("x-idempotent-replay").as_deref(), Some("true"));
     // The read-back is not kept either; the next replay reads again.
-    echo("bounded-0005", "kept on disk").await;
+    echo(&hub, &agent, "bounded-0005", "kept on disk").await;
     assert_eq!(table.response_bytes(), 0);
-    let third = echo("bounded-0002", "kept on disk").await;
+    let third = echo(&hub, &agent, "bounded-0002", "kept on disk").await;
     assert_eq!(third.status, 200);
     assert_eq!(third.header("x-idempotent-replay").as_deref(), Some("true"));
 
-    let altered = echo("bounded-0003", "other").await;
+    let altered = echo(&hub, &agent, "bounded-0003", "other").await;
     assert_eq!(altered.status, 409);
     assert_eq!(altered.json()["error"]["code"], "DUPLICATE_REQUEST");
 
@@ -195,6 +198,41 @@ async fn replays_whose_body_left_memory_are_read_back_from_the_store() {
         Micros::from_usdc(1).checked_sub(five_calls).unwrap()
     );
     assert_eq!(hub.ledger_violations(), 0);
+}
+
+/// After a restart that keeps no body in memory, every earlier answer is
+/// still known: replays come from the store byte for byte, a different
+/// request under a used id is still 409, and nothing is charged again.
+#[tokio::test]
+async fn after_a_restart_answers_whose_bodies_stayed_on_disk_still_replay() {
+    let hub = paid_hub().await;
+    let agent = hub.register("restart-agent").await;
+    hub.credit(&agent.0, Micros::from_usdc(1)).await;
+    let mut first = Vec::new();
+    for id in ["restart-0001", "restart-0002"] {
+        let response = echo(&hub, &agent, id, id).await;
+        assert_eq!(response.status, 200);
+        first.push(response.body);
+    }
+    let seams = jecp_hub::hub::HubSeams {
+        idempotency_response_bytes_max: Some(0),
+        ..Default::default()
+    };
+    let hub = hub.restart_with(paid_config, seams).await;
+    assert_eq!(hub.hub().idempotency.len(), 2);
+    assert_eq!(hub.hub().idempotency.response_bytes(), 0);
+    for (id, body) in ["restart-0001", "restart-0002"].into_iter().zip(&first) {
+        let again = echo(&hub, &agent, id, id).await;
+        assert_eq!(&again.body, body, "{id} replays byte for byte");
+        assert_eq!(again.header("x-idempotent-replay").as_deref(), Some("true"));
+    }
+    let altered = echo(&hub, &agent, "restart-0001", "other").await;
+    assert_eq!(altered.status, 409);
+    let two_calls = Micros::new(2 * ECHO_PRICE.get()).unwrap();
+    assert_eq!(
+        hub.available(&agent.0),
+        Micros::from_usdc(1).checked_sub(two_calls).unwrap()
+    );
 }
 
 // JECP-WIRE-MUST-410-SUNSET and the 30-day notice on successes.

@@ -412,3 +412,61 @@ async fn a_provider_account_opened_through_the_store_survives_a_restart() {
     );
     store.shutdown().await;
 }
+
+/// Start-up keeps the bodies of only the newest stored answers within the
+/// bound; the older ones come back as keys and fingerprints, and a newer
+/// record under a reused key hides the older one.
+#[tokio::test]
+async fn start_up_loads_only_the_newest_idempotency_bodies_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let record = |key: &str, fill: u8| IdempotencyRecord {
+        body: vec![fill; 1_000],
+        headers: Vec::new(),
+        ..idempotency(key, i64::MAX)
+    };
+    for (key, fill) in [("k1", 1), ("k2", 2), ("k3", 3), ("k1", 4), ("k5", 5)] {
+        assert_eq!(
+            store
+                .execute(Command::PutIdempotency(record(key, fill)))
+                .await,
+            Ok(Reply::Done)
+        );
+    }
+    store.shutdown().await;
+
+    let bounded = StoreOptions {
+        idempotency_bodies_bytes_max: 2_500,
+        ..StoreOptions::default()
+    };
+    let (store, loaded) = Store::open(dir.path(), bounded).unwrap();
+    // Log order k1 k2 k3 k1' k5; k1' replaces k1; the newest two fit.
+    assert_eq!(loaded.idempotency, vec![record("k1", 4), record("k5", 5)]);
+    let cold: Vec<&str> = loaded
+        .idempotency_cold
+        .iter()
+        .map(|key| key.request_key.as_str())
+        .collect();
+    assert_eq!(cold, ["k2", "k3"]);
+    assert!(
+        loaded
+            .idempotency_cold
+            .iter()
+            .all(|key| key.fingerprint == [1; 32])
+    );
+    // The store still answers for a key loaded cold, body and all.
+    assert_eq!(
+        store
+            .execute(Command::ReadIdempotency {
+                agent_id: "jecp_ag_a".into(),
+                request_key: "k2".into(),
+            })
+            .await,
+        Ok(Reply::Stored(Some(record("k2", 2))))
+    );
+    store.shutdown().await;
+
+    let (_store, everything) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(everything.idempotency.len(), 4);
+    assert!(everything.idempotency_cold.is_empty());
+}

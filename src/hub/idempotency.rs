@@ -245,6 +245,24 @@ impl IdempotencyTable {
         }
     }
 
+    /// Adds answers whose bodies stay in the store (older than those given
+    /// to [`IdempotencyTable::load`]), skipping expired ones.
+    pub fn load_cold(&self, keys: Vec<crate::store::ColdIdempotencyKey>, now_s: i64) {
+        for key in keys {
+            if key.expires_at_s <= now_s {
+                continue;
+            }
+            let cold = Cold {
+                fingerprint: key.fingerprint,
+                expires_at_s: key.expires_at_s,
+            };
+            let key: Key = (key.agent_id, key.request_key);
+            let mut shard = self.shard(&key);
+            shard.forget(&key);
+            shard.cold.insert(key, cold);
+        }
+    }
+
     /// Rebuilds the done set from persisted records, skipping expired ones.
     pub fn load(&self, records: Vec<IdempotencyRecord>, now_s: i64) {
         for record in records {
@@ -608,6 +626,34 @@ mod tests {
         // Expiry reaches cold keys too.
         assert_eq!(table.sweep(1_000), keys.len() - 1);
         assert_eq!(table.response_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_loaded_cold_are_known_without_their_bodies() {
+        let table = Arc::new(IdempotencyTable::default());
+        let key = |request_key: &str, expires_at_s| crate::store::ColdIdempotencyKey {
+            agent_id: "a".into(),
+            request_key: request_key.into(),
+            fingerprint: [3; 32],
+            expires_at_s,
+        };
+        table.load_cold(vec![key("live", 100), key("gone", 1)], 5);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.response_bytes(), 0);
+        let wait = Duration::from_secs(1);
+        assert!(matches!(
+            table.claim("a", "live", [3; 32], 5, wait).await.unwrap(),
+            Claim::Stored
+        ));
+        let error = table
+            .claim("a", "live", [4; 32], 5, wait)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::DuplicateRequest);
+        assert!(matches!(
+            table.claim("a", "gone", [3; 32], 5, wait).await.unwrap(),
+            Claim::Leader(_)
+        ));
     }
 
     #[test]

@@ -158,10 +158,14 @@ impl Hub {
                 fsync_interval_ms: config.fsync_interval_ms,
             },
         };
+        let response_bytes_max =
+            idempotency_response_bytes_max.unwrap_or(idempotency::RESPONSE_BYTES_MAX);
         let options = StoreOptions {
             durability,
             queue_capacity: config.writer_queue_capacity,
             fault,
+            // Bodies the table would not keep are not read into memory at all.
+            idempotency_bodies_bytes_max: response_bytes_max,
             ..StoreOptions::default()
         };
         let (store, loaded) =
@@ -176,8 +180,9 @@ impl Hub {
         let replay = ReplayStore::new(REPLAY_ENTRIES_MAX);
         replay.load(loaded.nonces, now);
         let idempotency = Arc::new(IdempotencyTable::with_response_bytes_max(
-            idempotency_response_bytes_max.unwrap_or(idempotency::RESPONSE_BYTES_MAX),
+            response_bytes_max,
         ));
+        idempotency.load_cold(loaded.idempotency_cold, now);
         idempotency.load(loaded.idempotency, now);
         let directory = Directory::new(secret, loaded.agents);
         tracing::info!(

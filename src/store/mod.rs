@@ -75,7 +75,7 @@ use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
 pub use journal::{JOURNAL_FILES, journal_exists};
-pub use tables::DATABASE_FILE;
+pub use tables::{ColdIdempotencyKey, DATABASE_FILE};
 
 /// When a waiter is woken relative to the disk. See the module doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +113,9 @@ pub struct StoreOptions {
     pub checkpoint_bytes: usize,
     /// Injected I/O failures for tests; `None` in production.
     pub fault: Option<FaultSwitch>,
+    /// Start-up keeps the bodies of only the newest stored answers within
+    /// this many bytes ([`Loaded::idempotency`]); the rest are loaded as keys.
+    pub idempotency_bodies_bytes_max: usize,
 }
 
 impl Default for StoreOptions {
@@ -123,6 +126,7 @@ impl Default for StoreOptions {
             batch_max: 8_192,
             checkpoint_bytes: writer::CHECKPOINT_BYTES_DEFAULT,
             fault: None,
+            idempotency_bodies_bytes_max: usize::MAX,
         }
     }
 }
@@ -131,7 +135,11 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
     pub agents: Vec<AgentRecord>,
+    /// The newest stored answers, bodies included (within
+    /// `StoreOptions::idempotency_bodies_bytes_max`), oldest first.
     pub idempotency: Vec<IdempotencyRecord>,
+    /// The older stored answers, keys and fingerprints only, oldest first.
+    pub idempotency_cold: Vec<ColdIdempotencyKey>,
     pub nonces: Vec<NonceRecord>,
     /// The next unused wallet account number (≥ `AccountId::FIRST_WALLET`).
     pub next_wallet_account: u64,
@@ -511,11 +519,14 @@ fn initialize(db: &redb::Database) -> Result<(), StoreError> {
 }
 
 /// Loads the file and refuses to start on any broken invariant.
-fn load(db: &redb::Database) -> Result<tables::State, StoreError> {
+fn load(
+    db: &redb::Database,
+    idempotency_bodies_bytes_max: usize,
+) -> Result<tables::State, StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| tables::redb_error("loading the store", e))?;
-    let state = tables::read_state(&txn, true)?;
+    let state = tables::read_state(&txn, true, idempotency_bodies_bytes_max)?;
     if !state.violations.is_empty() {
         let listed: Vec<String> = state
             .violations
@@ -547,7 +558,7 @@ impl Store {
         // Batches acknowledged before a crash may be only in the journal.
         let (journals, _) =
             journal::Journal::open_and_replay(data_dir, &db, options.fault.clone())?;
-        let state = load(&db)?;
+        let state = load(&db, options.idempotency_bodies_bytes_max)?;
         let next_wallet_account = state
             .ledger
             .accounts()
@@ -571,6 +582,7 @@ impl Store {
         let loaded = Loaded {
             agents: state.agents,
             idempotency: state.idempotency,
+            idempotency_cold: state.idempotency_cold,
             nonces: state.nonces,
             next_wallet_account,
         };

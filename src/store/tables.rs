@@ -74,8 +74,12 @@ pub fn redb_error(context: &str, error: impl Into<redb::Error>) -> StoreError {
 pub struct State {
     pub ledger: Ledger,
     pub agents: Vec<AgentRecord>,
+    /// The newest live records, bodies included, within the bound given to
+    /// [`read_state`], oldest first.
     pub idempotency: Vec<IdempotencyRecord>,
-    /// Where those records sit in the log, for the writer.
+    /// The older live records, without their bodies, oldest first.
+    pub idempotency_cold: Vec<ColdIdempotencyKey>,
+    /// Where every record sits in the log, for the writer.
     pub idempotency_index: IdempotencyIndex,
     pub nonces: Vec<NonceRecord>,
     pub commit_seq: u64,
@@ -113,7 +117,24 @@ pub fn read_commit_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
 /// Reads the whole file: rebuilds the ledger from account rows and the
 /// transfer log and checks it. `with_records` also loads agents,
 /// idempotency records and nonces (the admin tools skip them).
-pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, StoreError> {
+/// A stored idempotency answer loaded without its body: the Hub knows the key
+/// and its fingerprint, and reads the body back from the store when asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdIdempotencyKey {
+    pub agent_id: String,
+    pub request_key: String,
+    pub fingerprint: [u8; 32],
+    pub expires_at_s: i64,
+}
+
+/// Reads the ledger and, `with_records`, the agents, nonces and idempotency
+/// records; of these, only the newest whose bodies and headers fit in
+/// `idempotency_bodies_bytes_max` keep their bodies in memory.
+pub fn read_state(
+    txn: &ReadTransaction,
+    with_records: bool,
+    idempotency_bodies_bytes_max: usize,
+) -> Result<State, StoreError> {
     if let Some(meta) = open_table(txn, META)? {
         let version = meta
             .get(META_SCHEMA_VERSION)
@@ -252,6 +273,7 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
         ledger,
         agents: Vec::new(),
         idempotency: Vec::new(),
+        idempotency_cold: Vec::new(),
         idempotency_index: IdempotencyIndex::new(),
         nonces: Vec::new(),
         commit_seq,
@@ -262,9 +284,10 @@ pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, St
     if with_records {
         state.agents = read_all(txn, AGENTS, "agents")?;
         // One pass over the log serves both the Hub's table and the writer's index.
-        let rows = read_log(txn, IDEMPOTENCY, "idempotency_log")?;
-        state.idempotency_index = index_of(&rows);
-        state.idempotency = without_keys(rows);
+        let (index, kept, cold) = read_idempotency_log(txn, idempotency_bodies_bytes_max)?;
+        state.idempotency_index = index;
+        state.idempotency = kept;
+        state.idempotency_cold = cold;
         state.nonces = without_keys(read_log(txn, NONCES, "nonce_log")?);
     }
     Ok(state)
@@ -301,18 +324,69 @@ where
 pub type IdempotencyIndex = std::collections::HashMap<(String, String), (u128, i64)>;
 
 pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
-    Ok(index_of(&read_log(txn, IDEMPOTENCY, "idempotency_log")?))
+    // Bodies are not needed: a zero budget decodes one record at a time.
+    Ok(read_idempotency_log(txn, 0)?.0)
 }
 
-fn index_of(rows: &[(u128, IdempotencyRecord)]) -> IdempotencyIndex {
-    rows.iter()
-        .map(|(key, record)| {
-            (
-                (record.agent_id.clone(), record.request_key.clone()),
-                (*key, record.expires_at_s),
-            )
-        })
-        .collect()
+/// The idempotency log, newest first, so that only the newest bodies within
+/// `bodies_bytes_max` are ever held together: older records are decoded one
+/// at a time and kept without their bodies.
+#[allow(clippy::type_complexity)]
+fn read_idempotency_log(
+    txn: &ReadTransaction,
+    bodies_bytes_max: usize,
+) -> Result<
+    (
+        IdempotencyIndex,
+        Vec<IdempotencyRecord>,
+        Vec<ColdIdempotencyKey>,
+    ),
+    StoreError,
+> {
+    let name = "idempotency_log";
+    let (mut index, mut kept, mut cold) = (IdempotencyIndex::new(), Vec::new(), Vec::new());
+    let Some(table) = open_table(txn, IDEMPOTENCY)? else {
+        return Ok((index, kept, cold));
+    };
+    let mut budget_left = bodies_bytes_max;
+    for entry in table
+        .iter()
+        .map_err(|e| redb_error(&format!("reading {name}"), e))?
+        .rev()
+    {
+        let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
+        let key = key.value();
+        let record: IdempotencyRecord = decode(name, &format_args!("{key:032x}"), value.value())?;
+        match index.entry((record.agent_id.clone(), record.request_key.clone())) {
+            // A newer record under the same key (the old one expired) wins.
+            std::collections::hash_map::Entry::Occupied(_) => continue,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((key, record.expires_at_s));
+            }
+        }
+        let bytes = record.body.len()
+            + record
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>();
+        if cold.is_empty() && bytes <= budget_left {
+            budget_left -= bytes;
+            kept.push(record);
+        } else {
+            // Once one body is left out, every older one is too: memory
+            // keeps a contiguous newest stretch, as the Hub's table does.
+            cold.push(ColdIdempotencyKey {
+                agent_id: record.agent_id,
+                request_key: record.request_key,
+                fingerprint: record.fingerprint,
+                expires_at_s: record.expires_at_s,
+            });
+        }
+    }
+    kept.reverse();
+    cold.reverse();
+    Ok((index, kept, cold))
 }
 
 /// One idempotency record by its log key.

@@ -919,7 +919,7 @@ impl Writer {
     /// index back from redb.
     fn reload(&mut self) -> Result<(), StoreError> {
         let txn = self.read_current("reloading the store")?;
-        let state = tables::read_state(&txn, false)?;
+        let state = tables::read_state(&txn, false, 0)?;
         let index = tables::idempotency_index(&txn)?;
         tracing::warn!(
             commit_seq = state.commit_seq,

@@ -129,6 +129,16 @@ impl TestHub {
     /// Stops the Hub (final durable commit) and starts a new one on the same
     /// data directory, as a restart of the process would.
     pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> TestHub {
+        self.restart_with(tweak, jecp_hub::hub::HubSeams::default())
+            .await
+    }
+
+    /// [`TestHub::restart`] with test seams under the new Hub.
+    pub async fn restart_with(
+        self,
+        tweak: impl FnOnce(&mut Config),
+        seams: jecp_hub::hub::HubSeams,
+    ) -> TestHub {
         let TestHub {
             running,
             client,
@@ -137,7 +147,9 @@ impl TestHub {
         running.stop().await.expect("clean stop");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let running = Running::start(config).await.expect("hub restarts");
+        let running = Running::start_with(config, seams)
+            .await
+            .expect("hub restarts");
         TestHub {
             running,
             client,

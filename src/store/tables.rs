@@ -319,9 +319,49 @@ where
     Ok(records)
 }
 
-/// Where each live idempotency record sits in the log: `(agent, request key)`
-/// → (log key, expiry), so the writer can refuse a second charge under a key.
-pub type IdempotencyIndex = std::collections::HashMap<(String, String), (u128, i64)>;
+/// Where each live idempotency record sits in the log, so the writer can
+/// refuse a second charge under a key: (log key, expiry) by a 128-bit keyed
+/// hash of `(agent, request key)` — about 40 bytes a key where two strings
+/// took over 100. Readers compare the record's own key, so a collision
+/// (about 2^-128 for a pair) can only hide a stored key, never answer with
+/// another key's record.
+#[derive(Clone, Debug, Default)]
+pub struct IdempotencyIndex {
+    locations: std::collections::HashMap<u128, (u128, i64)>,
+    hashers: [std::hash::RandomState; 2],
+}
+
+impl IdempotencyIndex {
+    pub fn new() -> IdempotencyIndex {
+        IdempotencyIndex::default()
+    }
+
+    /// The index key of `(agent_id, request_key)`.
+    pub fn key_of(&self, agent_id: &str, request_key: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let [high, low] = &self.hashers;
+        let key = (agent_id, request_key);
+        (u128::from(high.hash_one(key)) << 64) | u128::from(low.hash_one(key))
+    }
+
+    /// (log key, expiry) of the record stored under `(agent_id, request_key)`, if any.
+    pub fn get(&self, agent_id: &str, request_key: &str) -> Option<(u128, i64)> {
+        self.locations
+            .get(&self.key_of(agent_id, request_key))
+            .copied()
+    }
+
+    /// Records a location under a key from [`IdempotencyIndex::key_of`].
+    pub fn insert(&mut self, key: u128, location: (u128, i64)) {
+        self.locations.insert(key, location);
+    }
+
+    /// Drops the entries expired at `now_s`.
+    pub fn retain_live(&mut self, now_s: i64) {
+        self.locations
+            .retain(|_, (_, expires_at_s)| *expires_at_s > now_s);
+    }
+}
 
 pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
     // Bodies are not needed: a zero budget decodes one record at a time.
@@ -357,13 +397,12 @@ fn read_idempotency_log(
         let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
         let key = key.value();
         let record: IdempotencyRecord = decode(name, &format_args!("{key:032x}"), value.value())?;
-        match index.entry((record.agent_id.clone(), record.request_key.clone())) {
+        let index_key = index.key_of(&record.agent_id, &record.request_key);
+        if index.locations.contains_key(&index_key) {
             // A newer record under the same key (the old one expired) wins.
-            std::collections::hash_map::Entry::Occupied(_) => continue,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((key, record.expires_at_s));
-            }
+            continue;
         }
+        index.insert(index_key, (key, record.expires_at_s));
         let bytes = record.body.len()
             + record
                 .headers
@@ -481,4 +520,23 @@ pub fn wallet_history(
         history.push(transfer);
     }
     Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idempotency_index_finds_exact_keys_and_forgets_expired_ones() {
+        let mut index = IdempotencyIndex::new();
+        index.insert(index.key_of("agent-a", "req-1"), (1, 100));
+        index.insert(index.key_of("agent-a", "req-2"), (2, 50));
+        assert_eq!(index.get("agent-a", "req-1"), Some((1, 100)));
+        // Keys are per agent, and the split between the two parts counts.
+        assert_eq!(index.get("agent-b", "req-1"), None);
+        assert_ne!(index.key_of("ab", "c"), index.key_of("a", "bc"));
+        index.retain_live(50);
+        assert_eq!(index.get("agent-a", "req-2"), None);
+        assert_eq!(index.get("agent-a", "req-1"), Some((1, 100)));
+    }
 }

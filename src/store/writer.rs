@@ -99,7 +99,7 @@ pub(super) struct Writer {
     /// Live idempotency keys on disk; a second charge under one is refused.
     idempotency_index: tables::IdempotencyIndex,
     /// Index entries of the batch being committed, added on success.
-    index_staging: Vec<((String, String), (u128, i64))>,
+    index_staging: Vec<(u128, (u128, i64))>,
     path: PathBuf,
     fault: Option<FaultSwitch>,
     ledger: Arc<RwLock<Ledger>>,
@@ -482,9 +482,7 @@ impl Writer {
         request_key: &str,
         now_s: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some(&(log_key, expires_at_s)) = self
-            .idempotency_index
-            .get(&(agent_id.to_owned(), request_key.to_owned()))
+        let Some((log_key, expires_at_s)) = self.idempotency_index.get(agent_id, request_key)
         else {
             return Ok(None);
         };
@@ -493,7 +491,11 @@ impl Writer {
         }
         let txn = self.read_current("reading an idempotency record")?;
         match tables::read_idempotency(&txn, log_key)? {
-            Some(record) => Ok(Some(record)),
+            // The index holds hashes: the record's own key decides.
+            Some(record) => Ok(
+                (record.agent_id == agent_id && record.request_key == request_key)
+                    .then_some(record),
+            ),
             None => Err(StoreError::Corrupt(format!(
                 "idempotency log key {log_key:032x} vanished"
             ))),
@@ -611,8 +613,7 @@ impl Writer {
                     Effect::Sweep { now_s } => Some(*now_s),
                     _ => None,
                 }) {
-                    self.idempotency_index
-                        .retain(|_, (_, expires_at_s)| *expires_at_s > now_s);
+                    self.idempotency_index.retain_live(now_s);
                 }
                 self.lock_ledger().commit_batch();
                 self.record_success();
@@ -681,10 +682,11 @@ impl Writer {
                 Effect::Agent(agent) => record.agent(agent.agent_id.as_str(), &encode(agent)?),
                 Effect::Idempotency(stored) => {
                     let log_key = next_log_key();
-                    self.index_staging.push((
-                        (stored.agent_id.clone(), stored.request_key.clone()),
-                        (log_key, stored.expires_at_s),
-                    ));
+                    let index_key = self
+                        .idempotency_index
+                        .key_of(&stored.agent_id, &stored.request_key);
+                    self.index_staging
+                        .push((index_key, (log_key, stored.expires_at_s)));
                     record.idempotency(log_key, &encode(stored)?);
                 }
                 Effect::Nonce(stored) => record.nonce(next_log_key(), &encode(stored)?),

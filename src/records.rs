@@ -84,6 +84,21 @@ pub struct IdempotencyRecord {
     pub expires_at_s: i64,
 }
 
+/// The per-entry part of [`response_memory_bytes`].
+pub const RESPONSE_ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// What the Hub counts against its bound on response bodies kept in memory
+/// for one stored answer: body and headers, plus the cost of the entry
+/// itself (its `Arc`, the map slot), so that tiny bodies still add up. The
+/// store uses the same measure to decide which bodies to load at start-up.
+pub fn response_memory_bytes(body_bytes: usize, headers: &[(String, String)]) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    body_bytes + header_bytes + RESPONSE_ENTRY_OVERHEAD_BYTES
+}
+
 /// A provenance nonce seen for an agent, kept until it can no longer replay.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct NonceRecord {

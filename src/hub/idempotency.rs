@@ -41,9 +41,6 @@ use crate::records::IdempotencyRecord;
 const SHARD_COUNT: usize = 64;
 /// Default bound on the response bodies kept in memory (all shards).
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// What a kept response costs besides its body and headers (its `Arc`,
-/// the map entry): counted so that tiny bodies still bound the generation.
-const RESPONSE_OVERHEAD_BYTES: usize = 128;
 
 /// A response kept for replay.
 #[derive(Debug)]
@@ -67,12 +64,7 @@ impl StoredResponse {
     }
 
     fn memory_bytes(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum();
-        self.body.len() + headers + RESPONSE_OVERHEAD_BYTES
+        crate::records::response_memory_bytes(self.body.len(), &self.headers)
     }
 }
 
@@ -581,7 +573,7 @@ mod tests {
         }
         assert_eq!(table.len(), keys.len());
         // Each generation may overshoot by one response before it rotates.
-        let entry_bytes = 500 + RESPONSE_OVERHEAD_BYTES;
+        let entry_bytes = 500 + crate::records::RESPONSE_ENTRY_OVERHEAD_BYTES;
         let bound = 2 * SHARD_COUNT * (generation_bytes_max + entry_bytes);
         assert!(
             table.response_bytes() <= bound,

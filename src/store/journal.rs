@@ -57,12 +57,12 @@
 //! back behind a later one.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, WriteTransaction};
+use redb::WriteTransaction;
 
 use super::fault::FaultSwitch;
 use super::tables::{self, redb_error};
@@ -277,10 +277,7 @@ pub(super) fn checkpoint<'r>(
     records: impl IntoIterator<Item = &'r [u8]>,
 ) -> Result<u64, StoreError> {
     let context = "journal checkpoint";
-    let disk_seq = db
-        .begin_read()
-        .map_err(|e| redb_error(context, e))
-        .and_then(|txn| tables::read_commit_seq(&txn))?;
+    let disk_seq = tables::stored_commit_seq(db, context)?;
     let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
     let applied_seq = apply_records(&txn, records, disk_seq)?;
     if applied_seq == disk_seq {
@@ -445,10 +442,7 @@ impl Journal {
         db: &redb::Database,
         fault: Option<FaultSwitch>,
     ) -> Result<([Journal; 2], usize), StoreError> {
-        let disk_seq = db
-            .begin_read()
-            .map_err(|e| redb_error("reading the store before replay", e))
-            .and_then(|txn| tables::read_commit_seq(&txn))?;
+        let disk_seq = tables::stored_commit_seq(db, "reading the store before replay")?;
         let (first, first_image) = Journal::open(&data_dir.join(JOURNAL_FILES[0]), fault.clone())?;
         let (second, second_image) = Journal::open(&data_dir.join(JOURNAL_FILES[1]), fault)?;
         let mut records: Vec<(u64, &[u8])> = scan(&first_image);
@@ -476,13 +470,7 @@ impl Journal {
         let io_error = |what: &str, error: io::Error| {
             StoreError::Io(format!("{what} {}: {error}", path.display()))
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_error("opening", e))?;
+        let file = super::open_or_create(path).map_err(|e| io_error("opening", e))?;
         let len = file.metadata().map_err(|e| io_error("reading", e))?.len();
         let mut image = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut image, 0)
@@ -603,6 +591,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableDatabase;
 
     fn record(seq: u64, rows: u8) -> Vec<u8> {
         let mut builder = RecordBuilder::new(Vec::new(), seq);

@@ -458,14 +458,20 @@ impl fmt::Debug for Store {
 /// (1 GiB, filled by checkpoint writes) would only be resident memory.
 const REDB_CACHE_BYTES: usize = 64 << 20;
 
-/// Opens (or creates) the database file with the fault seam in place.
-fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Database, StoreError> {
-    let file = OpenOptions::new()
+/// Opens a store file for reading and writing, creating it empty if absent
+/// (never truncating): the database file and the journal files.
+fn open_or_create(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
+}
+
+/// Opens (or creates) the database file with the fault seam in place.
+fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Database, StoreError> {
+    let file = open_or_create(path)
         .map_err(|error| StoreError::Io(format!("opening {}: {error}", path.display())))?;
     let backend = FaultyBackend::new(file, fault)
         .map_err(|e| tables::redb_error(&path.display().to_string(), e))?;

@@ -114,6 +114,13 @@ pub fn read_commit_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
     Ok(value.map(|guard| guard.value()).unwrap_or(0))
 }
 
+/// The `commit_seq` the database holds now, read in a transaction of its own.
+pub fn stored_commit_seq(db: &redb::Database, context: &str) -> Result<u64, StoreError> {
+    redb::ReadableDatabase::begin_read(db)
+        .map_err(|e| redb_error(context, e))
+        .and_then(|txn| read_commit_seq(&txn))
+}
+
 /// Reads the whole file: rebuilds the ledger from account rows and the
 /// transfer log and checks it. `with_records` also loads agents,
 /// idempotency records and nonces (the admin tools skip them).
@@ -403,12 +410,7 @@ fn read_idempotency_log(
             continue;
         }
         index.insert(index_key, (key, record.expires_at_s));
-        let bytes = record.body.len()
-            + record
-                .headers
-                .iter()
-                .map(|(name, value)| name.len() + value.len())
-                .sum::<usize>();
+        let bytes = crate::records::response_memory_bytes(record.body.len(), &record.headers);
         if cold.is_empty() && bytes <= budget_left {
             budget_left -= bytes;
             kept.push(record);

@@ -851,10 +851,7 @@ impl Writer {
             // The checkpoint thread must have let go of the old handle.
             self.wait_for_checkpoint();
             let reopened = super::open_database(&self.path, self.fault.clone()).and_then(|db| {
-                let disk_seq = db
-                    .begin_read()
-                    .map_err(|e| redb_error("reading the reopened store", e))
-                    .and_then(|txn| tables::read_commit_seq(&txn))?;
+                let disk_seq = tables::stored_commit_seq(&db, "reading the reopened store")?;
                 Ok((db, disk_seq))
             });
             let (db, disk_seq) = reopened.map_err(|error| {
@@ -939,10 +936,7 @@ impl Writer {
 /// it rewrites the stored `commit_seq` with its own value.
 fn probe_commit(db: &Database) -> Result<u64, StoreError> {
     let context = "health probe commit";
-    let commit_seq = db
-        .begin_read()
-        .map_err(|e| redb_error(context, e))
-        .and_then(|txn| tables::read_commit_seq(&txn))?;
+    let commit_seq = tables::stored_commit_seq(db, context)?;
     let txn = db.begin_write().map_err(|e| redb_error(context, e))?;
     {
         let mut meta = txn

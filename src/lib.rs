@@ -14,6 +14,7 @@
 //! - [`ledger`]: the pure double-entry state machine: accounts, holds, post/void, the 85/10/5 split.
 //! - [`store`]: the redb file, versioned rkyv records, the single writer thread with group commit.
 //! - [`records`]: plain persisted records shared by modules (agents, idempotency, nonces).
+//! - [`key_hash`]: the 128-bit keyed name of an idempotency key, and maps keyed by it (Hub table, store index).
 //! - [`funding`]: Stripe Checkout Sessions for wallet top-ups, webhook signatures and events.
 //! - [`hub`]: the transport-agnostic invoke pipeline and idempotency over the modules above.
 //! - [`runtime`]: binding, serving and stopping a Hub (used by `main` and the tests).
@@ -29,6 +30,7 @@ pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod hub;
+pub mod key_hash;
 pub mod ledger;
 pub mod money;
 pub mod protocol;

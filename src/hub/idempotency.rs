@@ -3,7 +3,9 @@
 //!
 //! The table lives in memory; durability comes from the store, which writes
 //! each successful response in the same commit as its charge and hands the
-//! records back at start-up ([`IdempotencyTable::load`]).
+//! records back at start-up ([`IdempotencyTable::load`]). Keys are held by
+//! their 128-bit keyed name ([`crate::key_hash`]), computed once per claim:
+//! about 60 B per done key and no string hashed again when a map grows.
 //!
 //! A key is in one of two states:
 //! - **in flight**: a leader is executing it. Later arrivals with the same
@@ -27,14 +29,13 @@
 //! which holds every stored answer for its whole TTL. Retries come soon
 //! after the first attempt, so they almost always find their body in memory.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
 use crate::protocol::{ErrorCode, JecpError};
 use crate::records::IdempotencyRecord;
 
@@ -80,19 +81,17 @@ struct Cold {
     expires_at_s: i64,
 }
 
-type Key = (String, String);
-
 /// One shard: a key is in at most one of the four maps.
 #[derive(Default)]
 struct Shard {
-    in_flight: HashMap<Key, InFlight>,
+    in_flight: KeyHashMap<InFlight>,
     /// Done, body kept: the generation being filled.
-    newer: HashMap<Key, Arc<StoredResponse>>,
+    newer: KeyHashMap<Arc<StoredResponse>>,
     newer_bytes: usize,
     /// Done, body kept: the generation before.
-    older: HashMap<Key, Arc<StoredResponse>>,
+    older: KeyHashMap<Arc<StoredResponse>>,
     /// Done, body in the store only.
-    cold: HashMap<Key, Cold>,
+    cold: KeyHashMap<Cold>,
 }
 
 /// What a shard knows of a key.
@@ -104,31 +103,36 @@ enum Lookup {
 }
 
 impl Shard {
-    fn lookup(&self, key: &Key) -> Lookup {
-        if let Some(flight) = self.in_flight.get(key) {
+    fn lookup(&self, key: KeyHash) -> Lookup {
+        if let Some(flight) = self.in_flight.get(&key) {
             return Lookup::InFlight(flight.fingerprint, flight.finished.clone());
         }
-        if let Some(stored) = self.newer.get(key).or_else(|| self.older.get(key)) {
+        if let Some(stored) = self.newer.get(&key).or_else(|| self.older.get(&key)) {
             return Lookup::Kept(stored.clone());
         }
-        match self.cold.get(key) {
+        match self.cold.get(&key) {
             Some(cold) => Lookup::Cold(*cold),
             None => Lookup::Absent,
         }
     }
 
     /// Removes every done trace of `key` (an expired or vanished answer).
-    fn forget(&mut self, key: &Key) {
-        if let Some(stored) = self.newer.remove(key) {
+    fn forget(&mut self, key: KeyHash) {
+        if let Some(stored) = self.newer.remove(&key) {
             self.newer_bytes = self.newer_bytes.saturating_sub(stored.memory_bytes());
         }
-        self.older.remove(key);
-        self.cold.remove(key);
+        self.older.remove(&key);
+        self.cold.remove(&key);
     }
 
     /// Records a done key, replacing any earlier answer under it.
-    fn insert_done(&mut self, key: Key, stored: Arc<StoredResponse>, generation_bytes_max: usize) {
-        self.forget(&key);
+    fn insert_done(
+        &mut self,
+        key: KeyHash,
+        stored: Arc<StoredResponse>,
+        generation_bytes_max: usize,
+    ) {
+        self.forget(key);
         self.insert_new_done(key, stored, generation_bytes_max);
     }
 
@@ -137,7 +141,7 @@ impl Shard {
     /// all: every replay reads the store.
     fn insert_new_done(
         &mut self,
-        key: Key,
+        key: KeyHash,
         stored: Arc<StoredResponse>,
         generation_bytes_max: usize,
     ) {
@@ -158,15 +162,17 @@ impl Shard {
         self.newer_bytes += stored.memory_bytes();
         self.newer.insert(key, stored);
         if self.newer_bytes > generation_bytes_max {
-            let demoted = std::mem::replace(&mut self.older, std::mem::take(&mut self.newer));
-            self.newer_bytes = 0;
-            self.cold.extend(demoted.into_iter().map(|(key, stored)| {
+            // The older generation's bodies go; its emptied map, capacity
+            // kept, becomes the next newer one (no regrowing it each time).
+            self.cold.extend(self.older.drain().map(|(key, stored)| {
                 let cold = Cold {
                     fingerprint: stored.fingerprint,
                     expires_at_s: stored.expires_at_s,
                 };
                 (key, cold)
             }));
+            std::mem::swap(&mut self.newer, &mut self.older);
+            self.newer_bytes = 0;
         }
     }
 
@@ -204,7 +210,7 @@ pub enum Claim {
 
 pub struct IdempotencyTable {
     shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     generation_bytes_max: usize,
 }
 
@@ -232,7 +238,7 @@ impl IdempotencyTable {
     pub fn with_response_bytes_max(response_bytes_max: usize) -> IdempotencyTable {
         IdempotencyTable {
             shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             generation_bytes_max: response_bytes_max / (2 * SHARD_COUNT),
         }
     }
@@ -248,9 +254,9 @@ impl IdempotencyTable {
                 fingerprint: key.fingerprint,
                 expires_at_s: key.expires_at_s,
             };
-            let key: Key = (key.agent_id, key.request_key);
-            let mut shard = self.shard(&key);
-            shard.forget(&key);
+            let key = self.hasher.key_of(&key.agent_id, &key.request_key);
+            let mut shard = self.shard(key);
+            shard.forget(key);
             shard.cold.insert(key, cold);
         }
     }
@@ -261,16 +267,15 @@ impl IdempotencyTable {
             if record.expires_at_s <= now_s {
                 continue;
             }
-            let key = (record.agent_id.clone(), record.request_key.clone());
+            let key = self.hasher.key_of(&record.agent_id, &record.request_key);
             let stored = Arc::new(StoredResponse::from_record(record));
-            self.shard(&key)
+            self.shard(key)
                 .insert_done(key, stored, self.generation_bytes_max);
         }
     }
 
-    fn shard(&self, key: &Key) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARD_COUNT;
-        self.shards[index]
+    fn shard(&self, key: KeyHash) -> MutexGuard<'_, Shard> {
+        self.shards[key.shard(SHARD_COUNT)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -285,12 +290,12 @@ impl IdempotencyTable {
         now_s: i64,
         wait_max: Duration,
     ) -> Result<Claim, JecpError> {
-        let key: Key = (agent_id.to_owned(), request_key.to_owned());
+        let key = self.hasher.key_of(agent_id, request_key);
         let deadline = tokio::time::Instant::now() + wait_max;
         loop {
             let mut finished = {
-                let mut shard = self.shard(&key);
-                match shard.lookup(&key) {
+                let mut shard = self.shard(key);
+                match shard.lookup(key) {
                     Lookup::Kept(stored) if stored.expires_at_s > now_s => {
                         if stored.fingerprint != fingerprint {
                             return Err(duplicate_error(request_key));
@@ -312,11 +317,11 @@ impl IdempotencyTable {
                     // Absent or expired: this caller leads.
                     lookup @ (Lookup::Absent | Lookup::Kept(_) | Lookup::Cold(_)) => {
                         if !matches!(lookup, Lookup::Absent) {
-                            shard.forget(&key);
+                            shard.forget(key);
                         }
                         let (sender, receiver) = watch::channel(());
                         shard.in_flight.insert(
-                            key.clone(),
+                            key,
                             InFlight {
                                 fingerprint,
                                 finished: receiver,
@@ -347,8 +352,8 @@ impl IdempotencyTable {
     /// Puts a response read back from the store ([`Claim::Stored`]) in
     /// memory again, for the retries that may follow it.
     pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: Arc<StoredResponse>) {
-        let key: Key = (agent_id.to_owned(), request_key.to_owned());
-        let mut shard = self.shard(&key);
+        let key = self.hasher.key_of(agent_id, request_key);
+        let mut shard = self.shard(key);
         if !shard.in_flight.contains_key(&key) {
             shard.insert_done(key, stored, self.generation_bytes_max);
         }
@@ -356,8 +361,8 @@ impl IdempotencyTable {
 
     /// Drops a done key the store no longer holds (it expired there first).
     pub fn forget(&self, agent_id: &str, request_key: &str) {
-        let key: Key = (agent_id.to_owned(), request_key.to_owned());
-        self.shard(&key).forget(&key);
+        let key = self.hasher.key_of(agent_id, request_key);
+        self.shard(key).forget(key);
     }
 
     /// Drops expired stored responses; returns how many.
@@ -418,7 +423,7 @@ pub fn duplicate_error(request_key: &str) -> JecpError {
 /// stored response; dropping the guard without it frees the key.
 pub struct LeaderGuard {
     table: Arc<IdempotencyTable>,
-    key: Option<Key>,
+    key: Option<KeyHash>,
     _finished: watch::Sender<()>,
 }
 
@@ -434,7 +439,7 @@ impl LeaderGuard {
     /// Publishes the response that is now durably stored.
     pub fn finish(mut self, stored: Arc<StoredResponse>) {
         if let Some(key) = self.key.take() {
-            let mut shard = self.table.shard(&key);
+            let mut shard = self.table.shard(key);
             shard.in_flight.remove(&key);
             // It was in flight, so it is in no other map.
             shard.insert_new_done(key, stored, self.table.generation_bytes_max);
@@ -445,7 +450,7 @@ impl LeaderGuard {
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.table.shard(&key).in_flight.remove(&key);
+            self.table.shard(key).in_flight.remove(&key);
         }
     }
 }
@@ -600,8 +605,8 @@ mod tests {
         let cold_key = keys
             .iter()
             .find(|key| {
-                let key = ("a".to_owned(), (*key).clone());
-                matches!(table.shard(&key).lookup(&key), Lookup::Cold(_))
+                let key = table.hasher.key_of("a", key);
+                matches!(table.shard(key).lookup(key), Lookup::Cold(_))
             })
             .unwrap();
         table.rewarm("a", cold_key, sized([1; 32], 10, 1_000));

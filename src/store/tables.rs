@@ -19,6 +19,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHan
 
 use super::StoreError;
 use super::records::{AccountRecord, TransferRecord, decode};
+use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
 use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
 use crate::money::Micros;
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
@@ -327,15 +328,15 @@ where
 }
 
 /// Where each live idempotency record sits in the log, so the writer can
-/// refuse a second charge under a key: (log key, expiry) by a 128-bit keyed
-/// hash of `(agent, request key)` — about 40 bytes a key where two strings
-/// took over 100. Readers compare the record's own key, so a collision
-/// (about 2^-128 for a pair) can only hide a stored key, never answer with
-/// another key's record.
+/// refuse a second charge under a key: (log key, expiry) by the 128-bit
+/// keyed name of `(agent, request key)` ([`crate::key_hash`]) — about 40
+/// bytes a key where two strings took over 100. Readers compare the record's
+/// own key, so a collision (about 2^-128 for a pair) can only hide a stored
+/// key, never answer with another key's record.
 #[derive(Clone, Debug, Default)]
 pub struct IdempotencyIndex {
-    locations: std::collections::HashMap<u128, (u128, i64)>,
-    hashers: [std::hash::RandomState; 2],
+    locations: KeyHashMap<(u128, i64)>,
+    hasher: KeyHasher,
 }
 
 impl IdempotencyIndex {
@@ -344,11 +345,8 @@ impl IdempotencyIndex {
     }
 
     /// The index key of `(agent_id, request_key)`.
-    pub fn key_of(&self, agent_id: &str, request_key: &str) -> u128 {
-        use std::hash::BuildHasher;
-        let [high, low] = &self.hashers;
-        let key = (agent_id, request_key);
-        (u128::from(high.hash_one(key)) << 64) | u128::from(low.hash_one(key))
+    pub fn key_of(&self, agent_id: &str, request_key: &str) -> KeyHash {
+        self.hasher.key_of(agent_id, request_key)
     }
 
     /// (log key, expiry) of the record stored under `(agent_id, request_key)`, if any.
@@ -359,7 +357,7 @@ impl IdempotencyIndex {
     }
 
     /// Records a location under a key from [`IdempotencyIndex::key_of`].
-    pub fn insert(&mut self, key: u128, location: (u128, i64)) {
+    pub fn insert(&mut self, key: KeyHash, location: (u128, i64)) {
         self.locations.insert(key, location);
     }
 

@@ -99,7 +99,7 @@ pub(super) struct Writer {
     /// Live idempotency keys on disk; a second charge under one is refused.
     idempotency_index: tables::IdempotencyIndex,
     /// Index entries of the batch being committed, added on success.
-    index_staging: Vec<(u128, (u128, i64))>,
+    index_staging: Vec<(crate::key_hash::KeyHash, (u128, i64))>,
     path: PathBuf,
     fault: Option<FaultSwitch>,
     ledger: Arc<RwLock<Ledger>>,

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::args::LoadShape;
 use crate::client::HttpClient;
+use crate::cpu_time::{self, CpuClock};
 use crate::progress::{self, Counters};
 use crate::scenario::{RequestFactory, ScenarioName};
 use crate::stats::{LatencySummary, Recorder, classify};
@@ -98,6 +99,13 @@ pub struct ScenarioResult {
     pub throughput_per_s: f64,
     pub latency_us: LatencySummary,
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// CPU time the Hub used over the measured window per measured request
+    /// (known when this run spawned the Hub, on Linux).
+    #[serde(default)]
+    pub hub_cpu_us_per_request: Option<f64>,
+    /// The same for this load generator.
+    #[serde(default)]
+    pub client_cpu_us_per_request: Option<f64>,
 }
 
 impl ScenarioResult {
@@ -108,6 +116,16 @@ impl ScenarioResult {
         } else {
             format!("{}#{}", self.scenario.as_str(), self.round + 1)
         }
+    }
+
+    /// CPU µs per request as `hub / client`, `?` for a side not measured.
+    pub fn cpu_text(&self) -> String {
+        let side = |value: Option<f64>| value.map_or("?".to_owned(), |us| format!("{us:.1}"));
+        format!(
+            "{} / {}",
+            side(self.hub_cpu_us_per_request),
+            side(self.client_cpu_us_per_request)
+        )
     }
 }
 
@@ -172,7 +190,24 @@ impl Shared {
     }
 }
 
+/// CPU time used by the Hub (when its pid is known) and by this process.
+#[derive(Clone, Copy, Debug)]
+struct CpuReading {
+    hub: Option<Duration>,
+    client: Option<Duration>,
+}
+
+impl CpuReading {
+    fn take(clock: &CpuClock, hub_pid: Option<u32>) -> CpuReading {
+        CpuReading {
+            hub: hub_pid.and_then(|pid| clock.used(pid)),
+            client: clock.used(std::process::id()),
+        }
+    }
+}
+
 /// Runs one scenario to completion and summarises the measured part.
+/// `hub_pid`, when known, adds the Hub's CPU time per request.
 pub async fn run_scenario(
     client: HttpClient,
     factory: RequestFactory,
@@ -180,6 +215,7 @@ pub async fn run_scenario(
     shape: LoadShape,
     budget: Budget,
     show_progress: bool,
+    hub_pid: Option<u32>,
 ) -> ScenarioResult {
     let start = Instant::now();
     let measure_start = start + budget.warmup;
@@ -195,6 +231,12 @@ pub async fn run_scenario(
         deadline: measure_start + budget.duration,
         requests_max: budget.requests_max,
         last_answer_ns: AtomicU64::new(0),
+    });
+    // CPU time from the start of the measured window to the last answer.
+    let cpu_clock = CpuClock::new();
+    let cpu_before = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_start).await;
+        CpuReading::take(&cpu_clock, hub_pid)
     });
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let display = show_progress.then(|| {
@@ -216,7 +258,18 @@ pub async fn run_scenario(
     if let Some(display) = display {
         let _ = display.await;
     }
+    let cpu_after = CpuReading::take(&cpu_clock, hub_pid);
+    let cpu_before = if cpu_before.is_finished() {
+        cpu_before.await.ok()
+    } else {
+        // The run ended before its measured window began.
+        cpu_before.abort();
+        None
+    };
     let recorder = shared.recorder.lock().expect("recorder lock").clone();
+    let per_request = |side: fn(&CpuReading) -> Option<Duration>| {
+        cpu_time::us_per_request(side(&cpu_before?)?, side(&cpu_after)?, recorder.requests)
+    };
     let measured_s =
         Duration::from_nanos(shared.last_answer_ns.load(Ordering::Relaxed)).as_secs_f64();
     ScenarioResult {
@@ -236,6 +289,8 @@ pub async fn run_scenario(
         },
         latency_us: recorder.latency(),
         errors_by_code: recorder.errors_by_code.clone(),
+        hub_cpu_us_per_request: per_request(|reading| reading.hub),
+        client_cpu_us_per_request: per_request(|reading| reading.client),
     }
 }
 

@@ -71,6 +71,11 @@ fn unique_data_dir() -> PathBuf {
 }
 
 impl SpawnedHub {
+    /// The Hub's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(options: &HubOptions) -> Result<SpawnedHub, String> {
         let data_dir = unique_data_dir();
         let mut command = Command::new(&options.hub_bin);

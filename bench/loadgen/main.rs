@@ -16,6 +16,7 @@
 
 mod args;
 mod client;
+mod cpu_time;
 mod criterion_data;
 mod driver;
 mod hub_process;

@@ -203,6 +203,44 @@ fn row(
 
 const NOT_MEASURED: &str = "not measured in this run";
 
+/// What a billed call costs the Hub in CPU against a health check, in
+/// `immediate` mode: the quantity behind the throughput ratio, which the
+/// cores shared with the load generator and other tenants move less.
+fn cpu_row(runs: &[RunReport]) -> TargetRow {
+    let target = "Hub CPU per billed `invoke-echo` vs per `GET /health`, `immediate` (context for the ratio)";
+    let pair = runs
+        .iter()
+        .filter(|run| mode_of(run) == "immediate")
+        .find_map(|run| {
+            Some((
+                find(run, ScenarioName::Health)?,
+                find(run, ScenarioName::InvokeEcho)?,
+            ))
+        });
+    let measured = pair.and_then(|(health, echo)| {
+        let (health_us, echo_us) = (health.hub_cpu_us_per_request?, echo.hub_cpu_us_per_request?);
+        let client = match (
+            echo.client_cpu_us_per_request,
+            health.client_cpu_us_per_request,
+        ) {
+            (Some(echo_client), Some(health_client)) => {
+                format!("; load generator {echo_client:.1} vs {health_client:.1} µs")
+            }
+            _ => String::new(),
+        };
+        (health_us > 0.0).then(|| {
+            format!(
+                "{echo_us:.1} µs vs {health_us:.1} µs ({:.2}×{client})",
+                echo_us / health_us
+            )
+        })
+    });
+    match measured {
+        Some(measured) => row(target, measured, "reported"),
+        None => row(target, NOT_MEASURED, "—"),
+    }
+}
+
 /// The issue 3/4/5 targets against what was measured.
 pub fn target_rows(
     runs: &[RunReport],
@@ -266,6 +304,7 @@ pub fn target_rows(
             _ => rows.push(row(target, NOT_MEASURED, "—")),
         }
     }
+    rows.push(cpu_row(runs));
     for mode in ["immediate", "batched"] {
         let echo = runs
             .iter()
@@ -449,8 +488,9 @@ pub fn render(
              each row is the round with the median throughput.\n"
         );
     }
-    out.push_str("| durability | scenario | load | requests | req/s | p50 | p90 | p99 | p99.9 | errors by code |\n");
-    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("CPU µs/req is CPU time (user + system, all threads) over the measured window per measured request, for the Hub and for the load generator.\n\n");
+    out.push_str("| durability | scenario | load | requests | req/s | p50 | p90 | p99 | p99.9 | CPU µs/req (Hub / client) | errors by code |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for run in runs {
         for result in median_results(run) {
             let latency = &result.latency_us;
@@ -471,7 +511,7 @@ pub fn render(
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors}{unexpected} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors}{unexpected} |",
                 run.hub_durability,
                 result.scenario.as_str(),
                 result.load.short(),
@@ -481,6 +521,7 @@ pub fn render(
                 format_us(latency.p90_us),
                 format_us(latency.p99_us),
                 format_us(latency.p999_us),
+                result.cpu_text(),
             );
         }
     }
@@ -536,6 +577,16 @@ mod tests {
                 mean_us: 1_000.0,
             },
             errors_by_code: BTreeMap::new(),
+            hub_cpu_us_per_request: Some(if scenario == ScenarioName::Health {
+                11.0
+            } else {
+                48.0
+            }),
+            client_cpu_us_per_request: Some(if scenario == ScenarioName::Health {
+                13.0
+            } else {
+                18.0
+            }),
         }
     }
 
@@ -613,7 +664,7 @@ mod tests {
         assert_eq!(rows[0].verdict, "**met**");
         assert!(rows[1].measured.starts_with("40%"), "{:?}", rows[1]);
         assert_eq!(rows[1].verdict, "—");
-        assert_eq!(rows[2].measured, "900 µs / 4.00 ms (256 conns)");
+        assert_eq!(rows[3].measured, "900 µs / 4.00 ms (256 conns)");
 
         let slow = [run("immediate", 10_000.0, 4_000.0)];
         assert_eq!(target_rows(&slow, &[], None)[0].verdict, "**not met**");
@@ -706,6 +757,37 @@ mod tests {
     }
 
     #[test]
+    fn hub_cpu_per_billed_call_is_set_against_health_when_both_were_read() {
+        let cpu_of = |runs: &[RunReport]| {
+            target_rows(runs, &[], None)
+                .into_iter()
+                .find(|row| row.target.starts_with("Hub CPU per billed"))
+                .map(|row| (row.measured, row.verdict))
+        };
+        assert_eq!(
+            cpu_of(&[run("immediate", 10_000.0, 6_000.0)]),
+            Some((
+                "48.0 µs vs 11.0 µs (4.36×; load generator 18.0 vs 13.0 µs)".to_owned(),
+                "reported".to_owned()
+            ))
+        );
+        // Against a Hub given by --url its pid is unknown: no figure, no guess.
+        let mut by_url = run("immediate", 10_000.0, 6_000.0);
+        for result in &mut by_url.scenarios {
+            result.hub_cpu_us_per_request = None;
+        }
+        assert_eq!(
+            cpu_of(&[by_url]),
+            Some((NOT_MEASURED.to_owned(), "—".to_owned()))
+        );
+        // Only immediate mode is compared.
+        assert_eq!(
+            cpu_of(&[run("batched(5ms)", 10_000.0, 6_000.0)]),
+            Some((NOT_MEASURED.to_owned(), "—".to_owned()))
+        );
+    }
+
+    #[test]
     fn rendered_section_has_every_table_and_the_provenance_line() {
         let runs = [run("immediate", 10_000.0, 6_000.0)];
         let criterion = [criterion_entry("envelope/parse_valid", 1_500.0)];
@@ -722,7 +804,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("### Targets"), "{text}");
-        assert!(text.contains("| immediate | invoke-echo | 256 conns | 30,000 | 6,000 | 900 µs | 1.50 ms | 4.00 ms | 9.00 ms | none |"), "{text}");
+        assert!(text.contains("| immediate | invoke-echo | 256 conns | 30,000 | 6,000 | 900 µs | 1.50 ms | 4.00 ms | 9.00 ms | 48.0 / 18.0 | none |"), "{text}");
         assert!(
             text.contains("| `envelope/parse_valid` | 1.50 µs | [1.35 µs, 1.65 µs] | 666,666 |"),
             "{text}"

@@ -101,7 +101,14 @@ pub fn run_plan(plan: RunPlan) -> Result<(), String> {
             (base_url, Some(admin_token), "spawned")
         }
     };
-    let result = runtime.block_on(execute(&plan, &base_url, admin_token.as_deref(), target));
+    let hub_pid = spawned.as_ref().map(SpawnedHub::pid);
+    let result = runtime.block_on(execute(
+        &plan,
+        &base_url,
+        admin_token.as_deref(),
+        target,
+        hub_pid,
+    ));
     if let (Err(_), Some(hub)) = (&result, &spawned) {
         eprintln!("jecp-bench: the Hub's last log lines:\n{}", hub.log_tail());
     }
@@ -122,6 +129,7 @@ async fn execute(
     base_url: &str,
     admin_token: Option<&str>,
     target: &str,
+    hub_pid: Option<u32>,
 ) -> Result<RunReport, String> {
     let started_at = rfc3339_now();
     let machine = Machine::detect();
@@ -169,17 +177,19 @@ async fn execute(
             plan.shape,
             budget,
             show_progress,
+            hub_pid,
         )
         .await;
         let result = ScenarioResult { round, ..result };
         if !plan.quiet {
             eprintln!(
-                "{:<14} {:>9.0} req/s  p50 {}  p99 {}  errors {}",
+                "{:<14} {:>9.0} req/s  p50 {}  p99 {}  errors {}  cpu µs/req {}",
                 result.label(),
                 result.throughput_per_s,
                 format_us(result.latency_us.p50_us),
                 format_us(result.latency_us.p99_us),
-                result.errors
+                result.errors,
+                result.cpu_text()
             );
         }
         scenarios.push(result);
@@ -222,13 +232,22 @@ pub fn render_text(report: &RunReport) -> String {
         report.machine.kernel
     ));
     out.push_str(&format!(
-        "{:<14} {:<14} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
-        "scenario", "load", "requests", "req/s", "p50", "p90", "p99", "p99.9", "errors"
+        "{:<14} {:<14} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10} {:>8}  {}\n",
+        "scenario",
+        "load",
+        "requests",
+        "req/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "errors",
+        "cpu µs/req hub / client"
     ));
     for result in &report.scenarios {
         let latency = &result.latency_us;
         out.push_str(&format!(
-            "{:<14} {:<14} {:>9} {:>11.0} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+            "{:<14} {:<14} {:>9} {:>11.0} {:>10} {:>10} {:>10} {:>10} {:>8}  {}\n",
             result.label(),
             result.load.short(),
             result.requests,
@@ -238,6 +257,7 @@ pub fn render_text(report: &RunReport) -> String {
             format_us(latency.p99_us),
             format_us(latency.p999_us),
             result.errors,
+            result.cpu_text(),
         ));
         for (code, count) in &result.errors_by_code {
             out.push_str(&format!("    {code}: {count}\n"));
@@ -297,6 +317,8 @@ mod tests {
                     mean_us: 900.0,
                 },
                 errors_by_code,
+                hub_cpu_us_per_request: None,
+                client_cpu_us_per_request: Some(21.5),
             }],
         }
     }
@@ -319,6 +341,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("INVALID_REQUEST: 7"), "{text}");
+        // CPU per request: the Hub's unknown (given by --url), the client's read.
+        assert!(text.contains("? / 21.5"), "{text}");
     }
 
     #[test]
@@ -328,6 +352,15 @@ mod tests {
         assert!(text.contains(r#""scenario":"invoke-mixed""#), "{text}");
         let back: RunReport = serde_json::from_str(&text).unwrap();
         assert_eq!(back, report);
+        // Reports saved before CPU time was read still load.
+        let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for result in older["scenarios"].as_array_mut().unwrap() {
+            let result = result.as_object_mut().unwrap();
+            result.remove("hub_cpu_us_per_request");
+            result.remove("client_cpu_us_per_request");
+        }
+        let older: RunReport = serde_json::from_value(older).unwrap();
+        assert_eq!(older.scenarios[0].client_cpu_us_per_request, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 # the section between <!-- BEGIN GENERATED --> and <!-- END GENERATED -->.
 #
 # Usage: bench/run.sh            (about 6 minutes on 2 cores after the first build)
-# Knobs (environment): BENCH_DURATION_S (5), BENCH_WARMUP_S (1), BENCH_ROUNDS (3),
+# Knobs (environment): BENCH_DURATION_S (5), BENCH_WARMUP_S (1), BENCH_ROUNDS (5),
 # BENCH_CONCURRENCY (256), BENCH_AGENTS (64), BENCH_OPEN_RATE (2000 req/s),
 # BENCH_CLIENT_THREADS (1), BENCH_SKIP_CRITERION (unset).
 set -euo pipefail
@@ -16,7 +16,7 @@ duration_s=${BENCH_DURATION_S:-5}
 warmup_s=${BENCH_WARMUP_S:-1}
 # The closed-loop scenarios repeat this many times on the same Hub; the
 # report takes medians (one 5 s run of health varies by ±15% on a shared box).
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 concurrency=${BENCH_CONCURRENCY:-256}
 agents=${BENCH_AGENTS:-64}
 open_rate=${BENCH_OPEN_RATE:-2000}

@@ -203,21 +203,28 @@ fn row(
 
 const NOT_MEASURED: &str = "not measured in this run";
 
-/// What a billed call costs the Hub in CPU against a health check, in
-/// `immediate` mode: the quantity behind the throughput ratio, which the
-/// cores shared with the load generator and other tenants move less.
-fn cpu_row(runs: &[RunReport]) -> TargetRow {
-    let target = "Hub CPU per billed `invoke-echo` vs per `GET /health`, `immediate` (context for the ratio)";
-    let pair = runs
-        .iter()
-        .filter(|run| mode_of(run) == "immediate")
+/// The median-round `health` and `invoke-echo` results of the first run in
+/// durability `mode` that measured both.
+fn health_and_echo<'a>(
+    runs: &'a [RunReport],
+    mode: &str,
+) -> Option<(&'a ScenarioResult, &'a ScenarioResult)> {
+    runs.iter()
+        .filter(|run| mode_of(run) == mode)
         .find_map(|run| {
             Some((
                 find(run, ScenarioName::Health)?,
                 find(run, ScenarioName::InvokeEcho)?,
             ))
-        });
-    let measured = pair.and_then(|(health, echo)| {
+        })
+}
+
+/// What a billed call costs the Hub in CPU against a health check, in
+/// `immediate` mode: the quantity behind the throughput ratio, which the
+/// cores shared with the load generator and other tenants move less.
+fn cpu_row(runs: &[RunReport]) -> TargetRow {
+    let target = "Hub CPU per billed `invoke-echo` vs per `GET /health`, `immediate` (context for the ratio)";
+    let measured = health_and_echo(runs, "immediate").and_then(|(health, echo)| {
         let (health_us, echo_us) = (health.hub_cpu_us_per_request?, echo.hub_cpu_us_per_request?);
         let client = match (
             echo.client_cpu_us_per_request,
@@ -249,15 +256,7 @@ pub fn target_rows(
 ) -> Vec<TargetRow> {
     let mut rows = Vec::new();
     for mode in ["immediate", "batched"] {
-        let pair = runs
-            .iter()
-            .filter(|run| mode_of(run) == mode)
-            .find_map(|run| {
-                Some((
-                    find(run, ScenarioName::Health)?,
-                    find(run, ScenarioName::InvokeEcho)?,
-                ))
-            });
+        let pair = health_and_echo(runs, mode);
         let target = if mode == "immediate" {
             "Billed `invoke-echo` ≥ 50% of `GET /health` throughput, 256 keep-alive conns, `immediate`, same server and run (issue 5)".to_owned()
         } else {

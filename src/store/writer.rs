@@ -18,8 +18,10 @@ use redb::{Database, ReadableDatabase};
 use super::journal::{self, Journal, RecordBuilder};
 use super::records::{AccountRecord, TransferRecord, encode};
 use super::tables::{self, redb_error};
-use super::{Command, Durability, FaultSwitch, Job, Reply, Shared, StoreError, Waiter};
-use crate::ledger::{AccountId, Ledger, LedgerError, Transfer};
+use super::{
+    Command, Durability, FaultSwitch, IdempotencyRecorder, Job, Reply, Shared, StoreError, Waiter,
+};
+use crate::ledger::{AccountId, Ledger, LedgerError, Posted, Transfer};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 /// A durable write that is not a ledger transfer or account row.
@@ -121,6 +123,9 @@ pub(super) struct Writer {
     reload_needed: bool,
     pending_buffer: Vec<Pending>,
     effects_buffer: Vec<Effect>,
+    /// Charges of the batch whose idempotency record is still to be built:
+    /// (index in the pending replies, recorder).
+    unrecorded_buffer: Vec<(usize, IdempotencyRecorder)>,
 }
 
 /// How often an unhealthy store tries a durable commit to learn whether the
@@ -206,6 +211,7 @@ impl Writer {
             reload_needed: false,
             pending_buffer: Vec::new(),
             effects_buffer: Vec::new(),
+            unrecorded_buffer: Vec::new(),
         })
     }
 
@@ -536,6 +542,7 @@ impl Writer {
         // mmap'd and unmapped by the allocator on every commit.
         let mut pending = std::mem::take(&mut self.pending_buffer);
         let mut effects = std::mem::take(&mut self.effects_buffer);
+        let mut unrecorded = std::mem::take(&mut self.unrecorded_buffer);
         let rows: Vec<AccountRecord>;
         {
             // A clone of the handle, so reads below may checkpoint (`&mut self`).
@@ -577,6 +584,15 @@ impl Writer {
                     // Memory-only work and ledger refusals need no commit: answer now.
                     Applied::Now(result) => reply(waiter, result),
                     Applied::AfterCommit(result) => pending.push(Pending { waiter, result }),
+                    Applied::Charged { posted, recorder } => {
+                        if let Some(recorder) = recorder {
+                            unrecorded.push((pending.len(), recorder));
+                        }
+                        pending.push(Pending {
+                            waiter,
+                            result: Ok(Reply::Posted(posted)),
+                        });
+                    }
                 }
             }
             let needs_commit = !effects.is_empty()
@@ -591,6 +607,7 @@ impl Writer {
                 }
                 self.pending_buffer = pending;
                 self.effects_buffer = effects;
+                self.unrecorded_buffer = unrecorded;
                 return;
             }
             rows = ledger
@@ -599,6 +616,14 @@ impl Writer {
                 .filter_map(|id| ledger.account(*id))
                 .map(AccountRecord::from)
                 .collect();
+        }
+        // Rendering a response body takes longer than booking the charge;
+        // done here, it no longer holds up the request tasks that read the
+        // ledger (trust tier, free calls) or take holds meanwhile.
+        for (index, recorder) in unrecorded.drain(..) {
+            if let Ok(Reply::Posted(posted)) = &pending[index].result {
+                effects.push(Effect::Idempotency(recorder.build(posted)));
+            }
         }
         // The ledger lock is released during the commit so readers and holds
         // never wait on an fsync. Only this thread posts, credits or opens
@@ -636,6 +661,7 @@ impl Writer {
         effects.clear();
         self.pending_buffer = pending;
         self.effects_buffer = effects;
+        self.unrecorded_buffer = unrecorded;
     }
 
     /// Encodes one batch as a journal record, appends it, and (in immediate
@@ -952,6 +978,12 @@ fn probe_commit(db: &Database) -> Result<u64, StoreError> {
 enum Applied {
     Now(Result<Reply, StoreError>),
     AfterCommit(Result<Reply, StoreError>),
+    /// A posted charge. Its idempotency record (which renders the response
+    /// body) is built by the caller after it releases the ledger lock.
+    Charged {
+        posted: Posted,
+        recorder: Option<IdempotencyRecorder>,
+    },
 }
 
 fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<Effect>) -> Applied {
@@ -999,12 +1031,10 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             memo,
             idempotency,
         } => match ledger.post(hold, provider, memo, now_ms) {
-            Ok(posted) => {
-                effects.extend(
-                    idempotency.map(|recorder| Effect::Idempotency(recorder.build(&posted))),
-                );
-                Applied::AfterCommit(Ok(Reply::Posted(posted)))
-            }
+            Ok(posted) => Applied::Charged {
+                posted,
+                recorder: idempotency,
+            },
             Err(error) => refused(error),
         },
         Command::ChargeFree {
@@ -1015,12 +1045,10 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             memo,
             idempotency,
         } => match ledger.charge_free(wallet, cost, provider, free_allowance, memo, now_ms) {
-            Ok(posted) => {
-                effects.extend(
-                    idempotency.map(|recorder| Effect::Idempotency(recorder.build(&posted))),
-                );
-                Applied::AfterCommit(Ok(Reply::Posted(posted)))
-            }
+            Ok(posted) => Applied::Charged {
+                posted,
+                recorder: idempotency,
+            },
             Err(error) => refused(error),
         },
         Command::PutNonce(record) => {

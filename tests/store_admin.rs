@@ -3,16 +3,23 @@
 
 use std::path::Path;
 
+use jecp_hub::ledger::Transfer;
 use jecp_hub::ledger::{AccountId, ChargeMemo, ChargeMethod};
 use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
 use jecp_hub::store::admin::{self, ExportFormat};
-use jecp_hub::store::records::{AccountRecord, TransferRecord, decode, encode};
+use jecp_hub::store::records::{AccountRecord, BookingRecord, decode, encode};
 use jecp_hub::store::{Command, DATABASE_FILE, Reply, Store, StoreError, StoreOptions};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+const BOOKINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
+const WALLET_BOOKINGS: TableDefinition<(u64, u128), ()> = TableDefinition::new("wallet_bookings");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+// Schema 1's tables: one row per transfer.
+const TRANSFERS_V1: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+const WALLET_TRANSFERS_V1: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("wallet_transfers");
 mod common;
 
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
@@ -124,30 +131,28 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
                 .insert(WALLET.0, encode(&row).unwrap().as_slice())
                 .unwrap();
             // Skim 1 µ from the first charge's hub leg into its provider leg.
-            let mut transfers = txn.open_table(TRANSFERS).unwrap();
-            let legs: Vec<(u128, TransferRecord)> = transfers
+            let mut bookings = txn.open_table(BOOKINGS).unwrap();
+            let (key, mut booking) = bookings
                 .iter()
                 .unwrap()
                 .map(|entry| {
                     let (key, value) = entry.unwrap();
-                    (
-                        key.value(),
-                        decode("transfers", &key.value(), value.value()).unwrap(),
-                    )
+                    let booking: BookingRecord =
+                        decode("bookings", &key.value(), value.value()).unwrap();
+                    (key.value(), booking)
                 })
-                .filter(|(_, record): &(u128, TransferRecord)| record.charge.is_some())
-                .take(2)
-                .collect();
-            for (key, mut record) in legs {
-                record.amount = if record.kind == 2 {
-                    record.amount + 1
+                .find(|(_, booking)| booking.transfers[0].charge.is_some())
+                .unwrap();
+            for leg in &mut booking.transfers[..2] {
+                leg.amount = if leg.kind == 2 {
+                    leg.amount + 1
                 } else {
-                    record.amount - 1
+                    leg.amount - 1
                 };
-                transfers
-                    .insert(key, encode(&record).unwrap().as_slice())
-                    .unwrap();
             }
+            bookings
+                .insert(key, encode(&booking).unwrap().as_slice())
+                .unwrap();
         }
         txn.commit().unwrap();
     }
@@ -239,4 +244,137 @@ fn admin_tools_refuse_a_missing_store() {
         !dir.path().join(DATABASE_FILE).exists(),
         "the admin tools never create a store"
     );
+}
+
+async fn history(store: &Store, before: Option<u128>, limit: usize) -> Vec<Transfer> {
+    match store
+        .execute(Command::History {
+            wallet: WALLET,
+            before,
+            limit,
+        })
+        .await
+    {
+        Ok(Reply::History(transfers)) => transfers,
+        other => panic!("history read failed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn history_reads_newest_first_and_a_cursor_may_fall_inside_a_charge() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let all = history(&store, None, 100).await;
+    // The wallet's rows: the credit and both paid charges' legs (3 + 2); the
+    // free call is paid by promotions and never touches the wallet.
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert!(all.windows(2).all(|pair| pair[0].id.0 > pair[1].id.0));
+    assert!(all.last().unwrap().reference.as_deref() == Some("stripe:pi_1"));
+    // A cursor at the second leg of the newest charge returns its first leg, then older rows.
+    let newest_charge: Vec<&Transfer> = all
+        .iter()
+        .take_while(|t| t.charge == all[0].charge)
+        .collect();
+    assert_eq!(newest_charge.len(), 2);
+    let cursor = newest_charge[0].id.0;
+    let page = history(&store, Some(cursor), 2).await;
+    assert_eq!(
+        page.iter().map(|t| t.id.0).collect::<Vec<_>>(),
+        all[1..3].iter().map(|t| t.id.0).collect::<Vec<_>>()
+    );
+    store.shutdown().await;
+}
+
+/// Rewrites a schema-2 file the way a schema-1 build laid it out: one row per
+/// transfer in `transfers`, `(wallet, transfer id)` in `wallet_transfers`.
+fn downgrade_to_schema_1(path: &Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let bookings = txn.open_table(BOOKINGS).unwrap();
+        let mut transfers = txn.open_table(TRANSFERS_V1).unwrap();
+        let mut index = txn.open_table(WALLET_TRANSFERS_V1).unwrap();
+        for entry in bookings.iter().unwrap() {
+            let (key, value) = entry.unwrap();
+            let booking: BookingRecord = decode("bookings", &key.value(), value.value()).unwrap();
+            for leg in booking.transfers {
+                for account in [leg.debit, leg.credit] {
+                    if account >= AccountId::FIRST_WALLET {
+                        index.insert((account, leg.id), ()).unwrap();
+                    }
+                }
+                transfers
+                    .insert(leg.id, encode(&leg).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 1)
+            .unwrap();
+    }
+    txn.delete_table(BOOKINGS).unwrap();
+    txn.delete_table(WALLET_BOOKINGS).unwrap();
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_1_store_is_upgraded_in_place_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let mut exported = Vec::new();
+    admin::export(dir.path(), ExportFormat::Jsonl, &mut exported).unwrap();
+    let before = {
+        let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let rows = history(&store, None, 100).await;
+        store.shutdown().await;
+        rows
+    };
+    let path = dir.path().join(DATABASE_FILE);
+    downgrade_to_schema_1(&path);
+
+    // The admin tools upgrade first, then read exactly what was there.
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.transfers, TRANSFERS_WRITTEN);
+    let mut again = Vec::new();
+    admin::export(dir.path(), ExportFormat::Jsonl, &mut again).unwrap();
+    assert_eq!(
+        String::from_utf8(again).unwrap(),
+        String::from_utf8(exported).unwrap()
+    );
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(version, 2);
+        assert!(
+            txn.open_table(TRANSFERS_V1).is_err(),
+            "the schema-1 table is gone"
+        );
+    }
+
+    // The Hub opens the upgraded file with the same history, and books on.
+    downgrade_to_schema_1(&path);
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(history(&store, None, 100).await, before);
+    common::open_funded_wallet(
+        &store,
+        AccountId(AccountId::FIRST_WALLET + 1),
+        agent(AccountId(AccountId::FIRST_WALLET + 1)),
+        Micros::from_usdc(1),
+        "stripe:pi_2",
+    )
+    .await;
+    store.shutdown().await;
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.transfers, TRANSFERS_WRITTEN + 1);
 }

@@ -1,5 +1,5 @@
-//! Golden bytes: the persisted encoding of a fixed AgentRecord and a fixed
-//! Transfer. If rkyv (or its pinned format features) or a record's layout
+//! Golden bytes: the persisted encoding of a fixed AgentRecord, a fixed
+//! Transfer and a booking of it. If rkyv (or its pinned format features) or a record's layout
 //! changes, these bytes change and this test fails loudly — before a release
 //! writes files older builds cannot read. Changing a record needs a new
 //! FORMAT_VERSION and a migration, not a new golden value.
@@ -9,7 +9,7 @@ use jecp_hub::ledger::{
 };
 use jecp_hub::money::Micros;
 use jecp_hub::records::AgentRecord;
-use jecp_hub::store::records::{FORMAT_VERSION, TransferRecord, decode, encode};
+use jecp_hub::store::records::{BookingRecord, FORMAT_VERSION, TransferRecord, decode, encode};
 
 fn fixed_agent() -> AgentRecord {
     AgentRecord {
@@ -94,4 +94,23 @@ fn transfer_record_bytes_are_stable() {
     );
     let decoded: TransferRecord = decode("transfers", &"golden", &bytes).unwrap();
     assert_eq!(decoded.into_transfer().unwrap(), fixed_transfer());
+}
+
+const BOOKING_GOLDEN: &str = concat!(
+    "016a6563705f61675f303132333435363738396162636465666768696a6b6c6d6e07000000000000007b68e5cf8b010000e80300000000000005000000000000",
+    "009a1000000000000002000000000000000100000000000000000000000000000006000000000000007b68e5cf8b0100007b68e5cf8b01000000000000000000",
+    "000000000001000000a000000078ffffff74657874ffffffff636f756e74ffffff7265712d3432ffff010000000000000070ffffff01000000",
+);
+
+#[test]
+fn booking_record_bytes_are_stable() {
+    let legs = [fixed_transfer()];
+    let bytes = encode(&BookingRecord::of(&legs)).unwrap();
+    assert_eq!(
+        hex(&bytes),
+        BOOKING_GOLDEN,
+        "BookingRecord archive format changed"
+    );
+    let decoded: BookingRecord = decode("bookings", &"golden", &bytes).unwrap();
+    assert_eq!(decoded.into_transfers(legs[0].id.0).unwrap(), legs.to_vec());
 }

@@ -14,7 +14,6 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde_json::{Value, json};
 
 use super::StoreError;
-use super::records::{TransferRecord, decode};
 use super::tables::{self, DATABASE_FILE, redb_error};
 use crate::ledger::{AccountKind, Transfer, Violation};
 
@@ -96,8 +95,9 @@ fn open_existing(data_dir: &Path) -> Result<(redb::Database, PathBuf, usize), St
     let db = redb::Database::builder()
         .open(&path)
         .map_err(|e| redb_error(&path.display().to_string(), e))?;
-    // After a crash, acknowledged batches may be only in the journal: apply
-    // them first, exactly as the next start would.
+    // An older file is upgraded, and after a crash acknowledged batches may
+    // be only in the journal: both happen first, exactly as the next start would.
+    super::initialize(&db)?;
     let replayed = if super::journal_exists(data_dir) {
         super::journal::Journal::open_and_replay(data_dir, &db, None)?.1
     } else {
@@ -167,7 +167,7 @@ pub fn export(
     let txn = db
         .begin_read()
         .map_err(|e| redb_error("ledger export", e))?;
-    let table = match txn.open_table(tables::TRANSFERS) {
+    let table = match txn.open_table(tables::BOOKINGS) {
         Ok(table) => Some(table),
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(error) => return Err(redb_error("ledger export", error)),
@@ -185,22 +185,19 @@ pub fn export(
         for entry in table.iter().map_err(|e| redb_error("ledger export", e))? {
             let (key, value) = entry.map_err(|e| redb_error("ledger export", e))?;
             let key = key.value();
-            let record: TransferRecord =
-                decode("transfers", &format_args!("{key:032x}"), value.value())?;
-            let transfer = record.into_transfer().map_err(|detail| {
-                StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}"))
-            })?;
-            match &mut sink {
-                Sink::Csv(writer) => writer
-                    .write_record(csv_row(&transfer))
-                    .map_err(export_error)?,
-                Sink::Jsonl(out) => {
-                    serde_json::to_writer(&mut **out, &json_row(&transfer))
-                        .map_err(export_error)?;
-                    out.write_all(b"\n").map_err(export_error)?;
+            for transfer in tables::decode_booking(key, value.value())? {
+                match &mut sink {
+                    Sink::Csv(writer) => writer
+                        .write_record(csv_row(&transfer))
+                        .map_err(export_error)?,
+                    Sink::Jsonl(out) => {
+                        serde_json::to_writer(&mut **out, &json_row(&transfer))
+                            .map_err(export_error)?;
+                        out.write_all(b"\n").map_err(export_error)?;
+                    }
                 }
+                written += 1;
             }
-            written += 1;
         }
     }
     match sink {

@@ -13,21 +13,23 @@
 //! # What it holds
 //!
 //! Each record is the complete set of rows one writer batch puts into redb
-//! (account rows, transfers, wallet-index entries, agents, idempotency and
+//! (account rows, bookings, wallet-index entries, agents, idempotency and
 //! nonce log rows, sweeps), numbered by the batch's `commit_seq`. The rows
 //! are already encoded exactly as redb stores them, so applying a record is a
-//! sequence of inserts with no decision left to make: replay is deterministic.
+//! sequence of inserts with no decision left to make (a schema-1 transfer row
+//! is re-encoded as a booking of its own): replay is deterministic.
 //!
 //! ```text
 //! record  = magic "JNL1" (4) | payload_len u32 | commit_seq u64 | crc32 u32 | payload
 //! payload = row*            (crc32 covers magic, length, seq and payload)
 //! row     = 1 account   id u64        bytes
-//!         | 2 transfer  id u128       bytes
-//!         | 3 wallet    account u64   transfer u128
+//!         | 2 transfer  id u128       bytes   (schema 1 only: read, never written)
+//!         | 3 wallet    account u64   booking key u128
 //!         | 4 agent     key str       bytes
 //!         | 5 idem      log_key u128  bytes
 //!         | 6 nonce     log_key u128  bytes
 //!         | 7 sweep     now_s i64
+//!         | 8 booking   key u128      bytes
 //! bytes, str = len u32 | data            (all integers little-endian)
 //! ```
 //!
@@ -65,6 +67,7 @@ use std::path::{Path, PathBuf};
 use redb::WriteTransaction;
 
 use super::fault::FaultSwitch;
+use super::records::{BookingRecord, TransferRecord};
 use super::tables::{self, redb_error};
 use super::{StoreError, records};
 use crate::records::{IdempotencyRecord, NonceRecord};
@@ -93,12 +96,15 @@ const SHRINK_ABOVE_BYTES: u64 = 64 << 20;
 const RECORD_BYTES_MAX: usize = 1 << 30;
 
 const ROW_ACCOUNT: u8 = 1;
-const ROW_TRANSFER: u8 = 2;
+/// One transfer (`TransferRecord`): written by schema-1 builds only, read so
+/// that their unapplied journal survives an upgrade (a booking of its own).
+const ROW_TRANSFER_V1: u8 = 2;
 const ROW_WALLET_INDEX: u8 = 3;
 const ROW_AGENT: u8 = 4;
 const ROW_IDEMPOTENCY: u8 = 5;
 const ROW_NONCE: u8 = 6;
 const ROW_SWEEP: u8 = 7;
+const ROW_BOOKING: u8 = 8;
 
 /// Builds one record. Rows are appended in the order redb must apply them.
 #[derive(Debug, Default)]
@@ -131,16 +137,25 @@ impl RecordBuilder {
         self.blob(value);
     }
 
-    pub(super) fn transfer(&mut self, id: u128, value: &[u8]) {
-        self.bytes.push(ROW_TRANSFER);
+    /// A `BookingRecord` under its key (its first transfer's id).
+    pub(super) fn booking(&mut self, key: u128, value: &[u8]) {
+        self.bytes.push(ROW_BOOKING);
+        self.bytes.extend_from_slice(&key.to_le_bytes());
+        self.blob(value);
+    }
+
+    /// What a schema-1 build wrote for each transfer.
+    #[cfg(test)]
+    fn transfer_v1(&mut self, id: u128, value: &[u8]) {
+        self.bytes.push(ROW_TRANSFER_V1);
         self.bytes.extend_from_slice(&id.to_le_bytes());
         self.blob(value);
     }
 
-    pub(super) fn wallet_index(&mut self, account: u64, transfer: u128) {
+    pub(super) fn wallet_index(&mut self, account: u64, booking: u128) {
         self.bytes.push(ROW_WALLET_INDEX);
         self.bytes.extend_from_slice(&account.to_le_bytes());
-        self.bytes.extend_from_slice(&transfer.to_le_bytes());
+        self.bytes.extend_from_slice(&booking.to_le_bytes());
     }
 
     pub(super) fn agent(&mut self, agent_id: &str, value: &[u8]) {
@@ -294,11 +309,11 @@ fn apply_records<'r>(
     disk_seq: u64,
 ) -> Result<u64, StoreError> {
     let context = "applying journal records";
-    let mut transfers = txn
-        .open_table(tables::TRANSFERS)
+    let mut bookings = txn
+        .open_table(tables::BOOKINGS)
         .map_err(|e| redb_error(context, e))?;
     let mut wallet_index = txn
-        .open_table(tables::WALLET_TRANSFERS)
+        .open_table(tables::WALLET_BOOKINGS)
         .map_err(|e| redb_error(context, e))?;
     let mut agents = txn
         .open_table(tables::AGENTS)
@@ -335,17 +350,28 @@ fn apply_records<'r>(
                     let id = cursor.u64()?;
                     latest_accounts.insert(id, cursor.blob()?);
                 }
-                ROW_TRANSFER => {
+                ROW_BOOKING => {
+                    let key = cursor.u128()?;
+                    bookings
+                        .insert(key, cursor.blob()?)
+                        .map_err(|e| redb_error(context, e))?;
+                }
+                ROW_TRANSFER_V1 => {
                     let id = cursor.u128()?;
-                    transfers
-                        .insert(id, cursor.blob()?)
+                    let record: TransferRecord =
+                        records::decode("journal", &format_args!("{id:032x}"), cursor.blob()?)?;
+                    let booking = records::encode(&BookingRecord {
+                        transfers: vec![record],
+                    })?;
+                    bookings
+                        .insert(id, booking.as_slice())
                         .map_err(|e| redb_error(context, e))?;
                 }
                 ROW_WALLET_INDEX => {
                     let account = cursor.u64()?;
-                    let transfer = cursor.u128()?;
+                    let booking = cursor.u128()?;
                     wallet_index
-                        .insert((account, transfer), ())
+                        .insert((account, booking), ())
                         .map_err(|e| redb_error(context, e))?;
                 }
                 ROW_AGENT => {
@@ -596,7 +622,7 @@ mod tests {
     fn record(seq: u64, rows: u8) -> Vec<u8> {
         let mut builder = RecordBuilder::new(Vec::new(), seq);
         for i in 0..rows {
-            builder.transfer(u128::from(i), &[i; 7]);
+            builder.booking(u128::from(i), &[i; 7]);
             builder.wallet_index(u64::from(i), u128::from(i));
         }
         builder.finish().unwrap()
@@ -785,6 +811,40 @@ mod tests {
             (agent("agent-b"), agent("agent-c")),
             (Some(vec![1]), Some(vec![2]))
         );
+    }
+
+    #[test]
+    fn a_schema_1_transfer_row_is_checkpointed_as_a_booking_of_its_own() {
+        use crate::ledger::TransferKind;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let legacy = TransferRecord {
+            id: 77,
+            debit: 1,
+            credit: 1_000,
+            amount: 5,
+            kind: TransferKind::Credit.as_u8(),
+            charge: None,
+            timestamp_ms: 1,
+            reference: Some("stripe:pi_9".into()),
+            memo: None,
+        };
+        let mut builder = RecordBuilder::new(Vec::new(), 1);
+        builder.transfer_v1(77, &records::encode(&legacy).unwrap());
+        builder.wallet_index(1_000, 77);
+        assert_eq!(
+            checkpoint(&db, [builder.finish().unwrap().as_slice()]).unwrap(),
+            1
+        );
+
+        let txn = db.begin_read().unwrap();
+        let bookings = txn.open_table(tables::BOOKINGS).unwrap();
+        let stored = bookings.get(77).unwrap().unwrap();
+        let transfers = tables::decode_booking(77, stored.value()).unwrap();
+        assert_eq!(transfers.len(), 1);
+        assert_eq!(transfers[0].reference.as_deref(), Some("stripe:pi_9"));
+        let index = txn.open_table(tables::WALLET_BOOKINGS).unwrap();
+        assert!(index.get((1_000, 77)).unwrap().is_some());
     }
 
     #[test]

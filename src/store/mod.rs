@@ -481,8 +481,9 @@ fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Databa
         .map_err(|error| tables::redb_error(&path.display().to_string(), error))
 }
 
-/// Creates missing tables and stamps the schema version; refuses newer files.
-fn initialize(db: &redb::Database) -> Result<(), StoreError> {
+/// Creates missing tables and stamps the schema version; upgrades older
+/// files and refuses newer ones.
+pub(super) fn initialize(db: &redb::Database) -> Result<(), StoreError> {
     let context = "initializing tables";
     let txn = db
         .begin_write()
@@ -502,8 +503,12 @@ fn initialize(db: &redb::Database) -> Result<(), StoreError> {
                     supported: tables::SCHEMA_VERSION as u8,
                 });
             }
-            Some(_) => {}
-            None => {
+            Some(found) if found == tables::SCHEMA_VERSION => {}
+            found => {
+                // `None` is a new file; anything older is upgraded in this transaction.
+                if let Some(found) = found {
+                    tables::upgrade_schema(&txn, found)?;
+                }
                 meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)
                     .map_err(|e| tables::redb_error(context, e))?;
             }
@@ -512,13 +517,13 @@ fn initialize(db: &redb::Database) -> Result<(), StoreError> {
             .map_err(|e| tables::redb_error(context, e))?;
         txn.open_table(tables::ACCOUNTS)
             .map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::TRANSFERS)
+        txn.open_table(tables::BOOKINGS)
             .map_err(|e| tables::redb_error(context, e))?;
         txn.open_table(tables::IDEMPOTENCY)
             .map_err(|e| tables::redb_error(context, e))?;
         txn.open_table(tables::NONCES)
             .map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::WALLET_TRANSFERS)
+        txn.open_table(tables::WALLET_BOOKINGS)
             .map_err(|e| tables::redb_error(context, e))?;
     }
     txn.commit().map_err(|e| tables::redb_error(context, e))

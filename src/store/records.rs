@@ -39,6 +39,14 @@ pub struct TransferRecord {
     pub memo: Option<MemoRecord>,
 }
 
+/// The transfers one ledger operation booked together, stored as one row
+/// under its first transfer's id: a charge's split legs (consecutive ids) or
+/// a single credit. A charge costs the checkpoint one insert, not one per leg.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BookingRecord {
+    pub transfers: Vec<TransferRecord>,
+}
+
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MemoRecord {
     pub agent_id: String,
@@ -111,6 +119,39 @@ impl TransferRecord {
             reference: self.reference,
             memo,
         })
+    }
+}
+
+impl BookingRecord {
+    pub fn of(transfers: &[Transfer]) -> BookingRecord {
+        BookingRecord {
+            transfers: transfers.iter().map(TransferRecord::from).collect(),
+        }
+    }
+
+    /// Back to ledger transfers, checking the row against the key it is
+    /// stored under: not empty, first id equal to the key, ids increasing.
+    pub fn into_transfers(self, key: u128) -> Result<Vec<Transfer>, String> {
+        let mut transfers: Vec<Transfer> = Vec::with_capacity(self.transfers.len());
+        for record in self.transfers {
+            let transfer = record.into_transfer()?;
+            match transfers.last() {
+                None if transfer.id.0 != key => {
+                    return Err(format!("first transfer is {:032x}", transfer.id.0));
+                }
+                Some(previous) if transfer.id.0 <= previous.id.0 => {
+                    return Err(format!(
+                        "transfer {:032x} follows {:032x}",
+                        transfer.id.0, previous.id.0
+                    ));
+                }
+                _ => transfers.push(transfer),
+            }
+        }
+        if transfers.is_empty() {
+            return Err("no transfers".into());
+        }
+        Ok(transfers)
     }
 }
 
@@ -189,6 +230,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leg(id: u128) -> TransferRecord {
+        TransferRecord {
+            id,
+            debit: 1_000,
+            credit: 4,
+            amount: 10,
+            kind: TransferKind::HubFee.as_u8(),
+            charge: Some(9),
+            timestamp_ms: 1,
+            reference: None,
+            memo: None,
+        }
+    }
+
+    #[test]
+    fn a_booking_must_start_at_its_key_and_increase() {
+        let booking = |ids: &[u128]| BookingRecord {
+            transfers: ids.iter().copied().map(leg).collect(),
+        };
+        let transfers = booking(&[10, 11, 12]).into_transfers(10).unwrap();
+        assert_eq!(
+            transfers.iter().map(|t| t.id.0).collect::<Vec<_>>(),
+            [10, 11, 12]
+        );
+        for (ids, key, expected) in [
+            (&[10u128, 11][..], 9, "first transfer is"),
+            (&[10, 10], 10, "follows"),
+            (&[10, 12, 11], 10, "follows"),
+            (&[], 10, "no transfers"),
+        ] {
+            let error = booking(ids).into_transfers(key).unwrap_err();
+            assert!(error.contains(expected), "{ids:?}: {error}");
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_bad_bytes() {

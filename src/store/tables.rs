@@ -4,10 +4,14 @@
 //! |---|---|---|
 //! | `agents` | agent_id | `AgentRecord` |
 //! | `accounts` | account number (u64) | `AccountRecord` (posted balances, counters) |
-//! | `transfers` | transfer id (u128, time-ordered) | `TransferRecord`; append-only, never updated |
+//! | `bookings` | first transfer id (u128, time-ordered) | `BookingRecord`: a charge's legs or one credit; append-only, never updated |
+//! | `wallet_bookings` | (wallet, booking key) | none: the bookings touching each wallet |
 //! | `idempotency` | `agent_id \0 request_key` | `IdempotencyRecord` |
 //! | `nonces` | `agent_id \0 nonce` | `NonceRecord` |
 //! | `meta` | name | u64 (`schema_version`, `commit_seq`) |
+//!
+//! Schema 1 stored one row per transfer (`transfers`, `wallet_transfers`);
+//! [`upgrade_schema`] turns such a file into schema 2 in place.
 //!
 //! Account rows are a cache of what the transfers imply: loading replays
 //! every transfer and reports any row that disagrees, so a torn or tampered
@@ -15,10 +19,12 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle};
+use redb::{
+    ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
+};
 
 use super::StoreError;
-use super::records::{AccountRecord, TransferRecord, decode};
+use super::records::{AccountRecord, BookingRecord, TransferRecord, decode, encode};
 use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
 use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
 use crate::money::Micros;
@@ -26,7 +32,8 @@ use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-pub const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+/// The transfer log, one row per booking (see [`BookingRecord`]).
+pub const BOOKINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
 /// Idempotency records and provenance nonces are logs keyed by write order
 /// ([`log_key`]), not by `(agent, id)`: appends touch the last leaf page only,
 /// where random keys would dirty one page per record and multiply the bytes
@@ -35,13 +42,19 @@ pub const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transf
 pub const IDEMPOTENCY: TableDefinition<u128, &[u8]> = TableDefinition::new("idempotency_log");
 pub const NONCES: TableDefinition<u128, &[u8]> = TableDefinition::new("nonce_log");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Index of the transfers that touch each wallet, `(wallet, transfer id)`, so an
+/// Index of the bookings that touch each wallet, `(wallet, booking key)`, so an
 /// agent's history is a range scan instead of a walk over the whole log.
-pub const WALLET_TRANSFERS: TableDefinition<(u64, u128), ()> =
+pub const WALLET_BOOKINGS: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("wallet_bookings");
+
+/// Schema 1's transfer log, one row per transfer (`TransferRecord`)...
+const TRANSFERS_V1: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+/// ...and its wallet index, `(wallet, transfer id)`.
+const WALLET_TRANSFERS_V1: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("wallet_transfers");
 
 /// The table layout version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// Incremented by every commit; compared after a failed commit to learn
 /// what actually reached the file.
@@ -206,49 +219,47 @@ pub fn read_state(
     // (the ledger books them together), so splits are checked group by group
     // without holding the whole log in memory.
     let mut transfer_count = 0u64;
-    if let Some(transfers) = open_table(txn, TRANSFERS)? {
+    if let Some(bookings) = open_table(txn, BOOKINGS)? {
         let mut group: Vec<Transfer> = Vec::with_capacity(3);
-        for entry in transfers
+        let mut last_id: Option<u128> = None;
+        for entry in bookings
             .iter()
-            .map_err(|e| redb_error("reading transfers", e))?
+            .map_err(|e| redb_error("reading bookings", e))?
         {
-            let (key, value) = entry.map_err(|e| redb_error("reading transfers", e))?;
+            let (key, value) = entry.map_err(|e| redb_error("reading bookings", e))?;
             let key = key.value();
-            let record: TransferRecord =
-                decode("transfers", &format_args!("{key:032x}"), value.value())?;
-            let transfer = record.into_transfer().map_err(|detail| {
-                StoreError::Corrupt(format!("table `transfers` key {key:032x}: {detail}"))
-            })?;
-            if transfer.id.0 != key {
+            if last_id.is_some_and(|last| key <= last) {
                 return Err(StoreError::Corrupt(format!(
-                    "table `transfers` key {key:032x}: row holds transfer {:032x}",
-                    transfer.id.0
+                    "table `bookings` key {key:032x}: overlaps the booking before it"
                 )));
             }
-            transfer_count += 1;
-            match ledger.replay_transfer(&transfer) {
-                Ok(()) => {}
-                Err(LedgerError::UnknownAccount(account)) => {
-                    violations.push(Violation::UnknownAccount {
-                        transfer: key,
-                        account,
-                    });
-                    continue;
+            for transfer in decode_booking(key, value.value())? {
+                last_id = Some(transfer.id.0);
+                transfer_count += 1;
+                match ledger.replay_transfer(&transfer) {
+                    Ok(()) => {}
+                    Err(LedgerError::UnknownAccount(account)) => {
+                        violations.push(Violation::UnknownAccount {
+                            transfer: transfer.id.0,
+                            account,
+                        });
+                        continue;
+                    }
+                    Err(error) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "table `bookings` key {key:032x}: cannot replay transfer {:032x}: {error}",
+                            transfer.id.0
+                        )));
+                    }
                 }
-                Err(error) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "table `transfers` key {key:032x}: cannot replay: {error}"
-                    )));
+                if group.first().is_some_and(|first| {
+                    first.charge != transfer.charge || transfer.charge.is_none()
+                }) {
+                    violations.extend(verify_transfers(&group));
+                    group.clear();
                 }
+                group.push(transfer);
             }
-            if group
-                .first()
-                .is_some_and(|first| first.charge != transfer.charge || transfer.charge.is_none())
-            {
-                violations.extend(verify_transfers(&group));
-                group.clear();
-            }
-            group.push(transfer);
         }
         violations.extend(verify_transfers(&group));
     }
@@ -489,14 +500,16 @@ pub fn wallet_history(
     limit: usize,
 ) -> Result<Vec<Transfer>, StoreError> {
     let context = "reading wallet history";
-    let (Some(index), Some(transfers)) = (
-        open_table(txn, WALLET_TRANSFERS)?,
-        open_table(txn, TRANSFERS)?,
+    let (Some(index), Some(bookings)) = (
+        open_table(txn, WALLET_BOOKINGS)?,
+        open_table(txn, BOOKINGS)?,
     ) else {
         return Ok(Vec::new());
     };
     let upper = before.unwrap_or(u128::MAX);
     let mut history = Vec::with_capacity(limit);
+    // A booking's key is its smallest id: those below `upper` may still hold
+    // legs at or above it (a page boundary inside a charge), filtered below.
     for entry in index
         .range((wallet.0, 0u128)..(wallet.0, upper))
         .map_err(|e| redb_error(context, e))?
@@ -505,21 +518,101 @@ pub fn wallet_history(
         if history.len() >= limit {
             break;
         }
-        let (key, _) = entry.map_err(|e| redb_error(context, e))?;
-        let (_, id) = key.value();
-        let Some(value) = transfers.get(id).map_err(|e| redb_error(context, e))? else {
+        let (index_key, _) = entry.map_err(|e| redb_error(context, e))?;
+        let (_, key) = index_key.value();
+        let Some(value) = bookings.get(key).map_err(|e| redb_error(context, e))? else {
             return Err(StoreError::Corrupt(format!(
-                "table `wallet_transfers` names missing transfer {id:032x}"
+                "table `wallet_bookings` names missing booking {key:032x}"
             )));
         };
-        let record: TransferRecord =
-            decode("transfers", &format_args!("{id:032x}"), value.value())?;
-        let transfer = record.into_transfer().map_err(|detail| {
-            StoreError::Corrupt(format!("table `transfers` key {id:032x}: {detail}"))
-        })?;
-        history.push(transfer);
+        let newest_first = decode_booking(key, value.value())?.into_iter().rev();
+        history.extend(
+            newest_first
+                .filter(|transfer| {
+                    transfer.id.0 < upper && (transfer.debit == wallet || transfer.credit == wallet)
+                })
+                .take(limit - history.len()),
+        );
     }
     Ok(history)
+}
+
+/// One `bookings` row back as ledger transfers.
+pub fn decode_booking(key: u128, value: &[u8]) -> Result<Vec<Transfer>, StoreError> {
+    let record: BookingRecord = decode("bookings", &format_args!("{key:032x}"), value)?;
+    record
+        .into_transfers(key)
+        .map_err(|detail| StoreError::Corrupt(format!("table `bookings` key {key:032x}: {detail}")))
+}
+
+/// The wallets a booking touches, each once, for [`WALLET_BOOKINGS`].
+pub fn booking_wallets(transfers: &[Transfer]) -> impl Iterator<Item = u64> + '_ {
+    let mut seen: Vec<u64> = Vec::with_capacity(2);
+    transfers
+        .iter()
+        .flat_map(|transfer| [transfer.debit.0, transfer.credit.0])
+        .filter(move |&account| {
+            let new = account >= AccountId::FIRST_WALLET && !seen.contains(&account);
+            if new {
+                seen.push(account);
+            }
+            new
+        })
+}
+
+/// Brings a file written under schema `from` up to [`SCHEMA_VERSION`] inside
+/// `txn` (the caller commits, so a crash leaves the old file untouched).
+/// Schema 1 → 2: every transfer becomes a booking of its own (its key stays
+/// the transfer id, so the wallet index rows carry over unchanged).
+pub fn upgrade_schema(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    if from >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let context = "upgrading the store from schema 1";
+    let mut bookings = txn
+        .open_table(BOOKINGS)
+        .map_err(|e| redb_error(context, e))?;
+    let mut wallet_bookings = txn
+        .open_table(WALLET_BOOKINGS)
+        .map_err(|e| redb_error(context, e))?;
+    let mut moved = 0u64;
+    match txn.open_table(TRANSFERS_V1) {
+        Ok(transfers) => {
+            for entry in transfers.iter().map_err(|e| redb_error(context, e))? {
+                let (key, value) = entry.map_err(|e| redb_error(context, e))?;
+                let key = key.value();
+                let record: TransferRecord =
+                    decode("transfers", &format_args!("{key:032x}"), value.value())?;
+                let booking = encode(&BookingRecord {
+                    transfers: vec![record],
+                })?;
+                bookings
+                    .insert(key, booking.as_slice())
+                    .map_err(|e| redb_error(context, e))?;
+                moved += 1;
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(redb_error(context, e)),
+    }
+    match txn.open_table(WALLET_TRANSFERS_V1) {
+        Ok(index) => {
+            for entry in index.iter().map_err(|e| redb_error(context, e))? {
+                let (key, _) = entry.map_err(|e| redb_error(context, e))?;
+                wallet_bookings
+                    .insert(key.value(), ())
+                    .map_err(|e| redb_error(context, e))?;
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(redb_error(context, e)),
+    }
+    txn.delete_table(TRANSFERS_V1)
+        .map_err(|e| redb_error(context, e))?;
+    txn.delete_table(WALLET_TRANSFERS_V1)
+        .map_err(|e| redb_error(context, e))?;
+    tracing::info!(transfers = moved, "store upgraded from schema 1 to 2");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase};
 
 use super::journal::{self, Journal, RecordBuilder};
-use super::records::{AccountRecord, TransferRecord, encode};
+use super::records::{AccountRecord, BookingRecord, encode};
 use super::tables::{self, redb_error};
 use super::{
     Command, Durability, FaultSwitch, IdempotencyRecorder, Job, Reply, Shared, StoreError, Waiter,
 };
-use crate::ledger::{AccountId, Ledger, LedgerError, Posted, Transfer};
+use crate::ledger::{AccountId, Ledger, LedgerError, Posted};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 /// A durable write that is not a ledger transfer or account row.
@@ -677,24 +677,19 @@ impl Writer {
         for row in rows {
             record.account(row.id, &encode(row)?);
         }
-        let mut write_transfer = |transfer: &Transfer| -> Result<(), StoreError> {
-            record.transfer(transfer.id.0, &encode(&TransferRecord::from(transfer))?);
-            for account in [transfer.debit, transfer.credit] {
-                if account.0 >= AccountId::FIRST_WALLET {
-                    record.wallet_index(account.0, transfer.id.0);
-                }
-            }
-            Ok(())
-        };
         for entry in pending {
-            match &entry.result {
-                Ok(Reply::Credited(transfer)) => write_transfer(transfer)?,
-                Ok(Reply::Posted(posted)) => {
-                    for transfer in &posted.transfers {
-                        write_transfer(transfer)?;
-                    }
-                }
-                _ => {}
+            let booked = match &entry.result {
+                Ok(Reply::Credited(transfer)) => std::slice::from_ref(transfer),
+                Ok(Reply::Posted(posted)) => posted.transfers.as_slice(),
+                _ => continue,
+            };
+            // A zero-cost charge books no transfer, hence no row.
+            let Some(first) = booked.first() else {
+                continue;
+            };
+            record.booking(first.id.0, &encode(&BookingRecord::of(booked))?);
+            for wallet in tables::booking_wallets(booked) {
+                record.wallet_index(wallet, first.id.0);
             }
         }
         // Log rows of this commit are numbered in write order.

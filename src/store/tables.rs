@@ -6,8 +6,8 @@
 //! | `accounts` | account number (u64) | `AccountRecord` (posted balances, counters) |
 //! | `bookings` | first transfer id (u128, time-ordered) | `BookingRecord`: a charge's legs or one credit; append-only, never updated |
 //! | `wallet_bookings` | (wallet, booking key) | none: the bookings touching each wallet |
-//! | `idempotency` | `agent_id \0 request_key` | `IdempotencyRecord` |
-//! | `nonces` | `agent_id \0 nonce` | `NonceRecord` |
+//! | `idempotency_log` | [`log_key`] (commit, index) | `IdempotencyRecord` (looked up through memory) |
+//! | `nonce_log` | [`log_key`] (commit, index) | `NonceRecord` |
 //! | `meta` | name | u64 (`schema_version`, `commit_seq`) |
 //!
 //! Schema 1 stored one row per transfer (`transfers`, `wallet_transfers`);

@@ -4,7 +4,7 @@
 # the criterion micro-benchmarks with short measurement times, and rewrites
 # the section between <!-- BEGIN GENERATED --> and <!-- END GENERATED -->.
 #
-# Usage: bench/run.sh            (about 6 minutes on 2 cores after the first build)
+# Usage: bench/run.sh            (about 10 minutes on 2 cores after the first build)
 # Knobs (environment): BENCH_DURATION_S (5), BENCH_WARMUP_S (1), BENCH_ROUNDS (5),
 # BENCH_CONCURRENCY (256), BENCH_AGENTS (64), BENCH_OPEN_RATE (2000 req/s),
 # BENCH_CLIENT_THREADS (1), BENCH_SKIP_CRITERION (unset).

@@ -67,7 +67,6 @@ use std::path::{Path, PathBuf};
 use redb::WriteTransaction;
 
 use super::fault::FaultSwitch;
-use super::records::{BookingRecord, TransferRecord};
 use super::tables::{self, redb_error};
 use super::{StoreError, records};
 use crate::records::{IdempotencyRecord, NonceRecord};
@@ -358,11 +357,7 @@ fn apply_records<'r>(
                 }
                 ROW_TRANSFER_V1 => {
                     let id = cursor.u128()?;
-                    let record: TransferRecord =
-                        records::decode("journal", &format_args!("{id:032x}"), cursor.blob()?)?;
-                    let booking = records::encode(&BookingRecord {
-                        transfers: vec![record],
-                    })?;
+                    let booking = tables::booking_of_v1_transfer("journal", id, cursor.blob()?)?;
                     bookings
                         .insert(id, booking.as_slice())
                         .map_err(|e| redb_error(context, e))?;
@@ -818,7 +813,7 @@ mod tests {
         use crate::ledger::TransferKind;
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
-        let legacy = TransferRecord {
+        let legacy = records::TransferRecord {
             id: 77,
             debit: 1,
             credit: 1_000,

@@ -560,6 +560,15 @@ pub fn booking_wallets(transfers: &[Transfer]) -> impl Iterator<Item = u64> + '_
         })
 }
 
+/// A schema-1 transfer row (`TransferRecord` under its id) as the schema-2
+/// booking of its own that replaces it; `source` names where it was read.
+pub fn booking_of_v1_transfer(source: &str, id: u128, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let record: TransferRecord = decode(source, &format_args!("{id:032x}"), value)?;
+    encode(&BookingRecord {
+        transfers: vec![record],
+    })
+}
+
 /// Brings a file written under schema `from` up to [`SCHEMA_VERSION`] inside
 /// `txn` (the caller commits, so a crash leaves the old file untouched).
 /// Schema 1 → 2: every transfer becomes a booking of its own (its key stays
@@ -581,11 +590,7 @@ pub fn upgrade_schema(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
             for entry in transfers.iter().map_err(|e| redb_error(context, e))? {
                 let (key, value) = entry.map_err(|e| redb_error(context, e))?;
                 let key = key.value();
-                let record: TransferRecord =
-                    decode("transfers", &format_args!("{key:032x}"), value.value())?;
-                let booking = encode(&BookingRecord {
-                    transfers: vec![record],
-                })?;
+                let booking = booking_of_v1_transfer("transfers", key, value.value())?;
                 bookings
                     .insert(key, booking.as_slice())
                     .map_err(|e| redb_error(context, e))?;

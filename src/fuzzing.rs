@@ -42,6 +42,42 @@ pub fn check_envelope(data: &[u8]) {
     }
     let first = envelope::parse(data);
     let second = envelope::parse(data);
+    let links = HubLinks {
+        public_url: "https://hub.example".to_owned(),
+        allowed_topup_usd: vec![10],
+    };
+    // The well-formed fast path and the general parse agree on every body.
+    match (&first, &envelope::parse_general(data)) {
+        (Ok(fast), Ok(general)) => assert_eq!(
+            (
+                &fast.id,
+                &fast.capability,
+                &fast.action,
+                &fast.input,
+                &fast.mandate,
+                &fast.metadata
+            ),
+            (
+                &general.id,
+                &general.capability,
+                &general.action,
+                &general.input,
+                &general.mandate,
+                &general.metadata
+            ),
+            "the envelope fast path read a body differently"
+        ),
+        (Err((fast, fast_id)), Err((general, general_id))) => assert_eq!(
+            fast.to_envelope(fast_id.as_deref(), &links),
+            general.to_envelope(general_id.as_deref(), &links),
+            "the envelope fast path answered a body differently"
+        ),
+        (fast, general) => panic!(
+            "the envelope fast path and the general parse disagree: {:?} vs {:?}",
+            fast.is_ok(),
+            general.is_ok()
+        ),
+    }
     match (&first, &second) {
         (Ok(a), Ok(b)) => {
             assert_eq!(
@@ -75,10 +111,6 @@ pub fn check_envelope(data: &[u8]) {
             if let Some(id) = id_a {
                 assert!(envelope::is_valid_request_id(id));
             }
-            let links = HubLinks {
-                public_url: "https://hub.example".to_owned(),
-                allowed_topup_usd: vec![10],
-            };
             let rendered = error_a.to_envelope(id_a.as_deref(), &links);
             assert!(serde_json::to_vec(&rendered).is_ok());
         }

@@ -133,54 +133,35 @@ impl RateLimiter {
     /// hits fall in the window; denied hits are not counted.
     pub fn check(&self, key: &str, limit_per_window: u32, now_ms: u64) -> RateDecision {
         let window_ms = self.window_ms;
-        let limit = u64::from(limit_per_window);
         let mut shard = self.lock_shard(key);
+        // A known key (every call after an agent's first) is one lookup.
+        if let Some(window) = shard.get_mut(key) {
+            return decide(window, limit_per_window, now_ms, window_ms);
+        }
+        if limit_per_window == 0 {
+            return self.denied(limit_per_window, window_ms);
+        }
+        if self.keys.load(Ordering::Relaxed) >= self.max_keys {
+            // Sweep without holding this shard (sweep locks every shard).
+            drop(shard);
+            self.sweep_when_full(now_ms);
+            shard = self.lock_shard(key);
+        }
+        // Re-checked: another thread may have added this key meanwhile.
         if !shard.contains_key(key) {
-            if limit == 0 {
+            if self.keys.load(Ordering::Relaxed) >= self.max_keys {
+                tracing::warn!(
+                    max_keys = self.max_keys,
+                    "rate limiter key table full; denying a new key"
+                );
                 return self.denied(limit_per_window, window_ms);
             }
-            if self.keys.load(Ordering::Relaxed) >= self.max_keys {
-                // Sweep without holding this shard (sweep locks every shard).
-                drop(shard);
-                self.sweep_when_full(now_ms);
-                shard = self.lock_shard(key);
-            }
-            // Re-checked: another thread may have added this key meanwhile.
-            if !shard.contains_key(key) {
-                if self.keys.load(Ordering::Relaxed) >= self.max_keys {
-                    tracing::warn!(
-                        max_keys = self.max_keys,
-                        "rate limiter key table full; denying a new key"
-                    );
-                    return self.denied(limit_per_window, window_ms);
-                }
-                shard.insert(key.into(), Window::default());
-                self.keys.fetch_add(1, Ordering::Relaxed);
-            }
+            shard.insert(key.into(), Window::default());
+            self.keys.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(window) = shard.get_mut(key) else {
-            return self.denied(limit_per_window, window_ms);
-        };
-        window.evict_expired(now_ms, window_ms);
-        if window.total < limit {
-            window.record(now_ms);
-            let oldest_ms = window.hits.front().map_or(now_ms, |&(at_ms, _)| at_ms);
-            RateDecision {
-                allowed: true,
-                limit: limit_per_window,
-                remaining: (limit - window.total) as u32,
-                reset_after_s: ceil_s(oldest_ms.saturating_add(window_ms).saturating_sub(now_ms)),
-                retry_after_s: 0,
-            }
-        } else {
-            let wait_s = ceil_s(window.ms_until_total_below(limit, now_ms, window_ms));
-            RateDecision {
-                allowed: false,
-                limit: limit_per_window,
-                remaining: 0,
-                reset_after_s: wait_s,
-                retry_after_s: wait_s.clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S),
-            }
+        match shard.get_mut(key) {
+            Some(window) => decide(window, limit_per_window, now_ms, window_ms),
+            None => self.denied(limit_per_window, window_ms),
         }
     }
 
@@ -263,6 +244,33 @@ pub fn client_ip_key(scope: &str, ip: IpAddr) -> String {
                 )
             }
         },
+    }
+}
+
+/// Counts a hit in `window` at `now_ms` if fewer than `limit_per_window`
+/// hits fall in the window; denied hits are not counted.
+fn decide(window: &mut Window, limit_per_window: u32, now_ms: u64, window_ms: u64) -> RateDecision {
+    let limit = u64::from(limit_per_window);
+    window.evict_expired(now_ms, window_ms);
+    if window.total < limit {
+        window.record(now_ms);
+        let oldest_ms = window.hits.front().map_or(now_ms, |&(at_ms, _)| at_ms);
+        RateDecision {
+            allowed: true,
+            limit: limit_per_window,
+            remaining: (limit - window.total) as u32,
+            reset_after_s: ceil_s(oldest_ms.saturating_add(window_ms).saturating_sub(now_ms)),
+            retry_after_s: 0,
+        }
+    } else {
+        let wait_s = ceil_s(window.ms_until_total_below(limit, now_ms, window_ms));
+        RateDecision {
+            allowed: false,
+            limit: limit_per_window,
+            remaining: 0,
+            reset_after_s: wait_s,
+            retry_after_s: wait_s.clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S),
+        }
     }
 }
 

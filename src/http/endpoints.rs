@@ -7,7 +7,7 @@ use hyper::StatusCode;
 use hyper::header::{self, HeaderName, HeaderValue};
 
 use crate::catalog::{self, ListQuery};
-use crate::http::request::Request;
+use crate::http::request::{Request, names};
 use crate::http::response::{self, JSON_CONTENT_TYPE, Response};
 use crate::hub::agents::AgentHeaders;
 use crate::hub::operator::parse_query;
@@ -36,8 +36,8 @@ pub fn reply(reply: Reply) -> Response {
 
 fn agent_headers(request: &Request) -> AgentHeaders<'_> {
     AgentHeaders {
-        agent_id: request.header_str("x-agent-id"),
-        api_key: request.header_str("x-api-key"),
+        agent_id: request.header_str(names::X_AGENT_ID),
+        api_key: request.header_str(names::X_API_KEY),
     }
 }
 
@@ -96,13 +96,13 @@ fn cacheable_catalog(hub: &Hub, request: &Request, body: &serde_json::Value) -> 
 pub async fn invoke(hub: &Hub, request: &Request, endpoint: Endpoint) -> Response {
     let call = InvokeCall {
         endpoint,
-        content_type: request.header_str("content-type"),
+        content_type: request.header_str(header::CONTENT_TYPE),
         body: &request.body,
-        agent_id_header: request.header_str("x-agent-id"),
-        api_key_header: request.header_str("x-api-key"),
-        idempotency_key_header: request.header_str("x-idempotency-key"),
-        x_payment_header: request.header_str("x-payment"),
-        accept_header: request.header_str("accept"),
+        agent_id_header: request.header_str(names::X_AGENT_ID),
+        api_key_header: request.header_str(names::X_API_KEY),
+        idempotency_key_header: request.header_str(names::X_IDEMPOTENCY_KEY),
+        x_payment_header: request.header_str(names::X_PAYMENT),
+        accept_header: request.header_str(header::ACCEPT),
     };
     let mut response = reply(hub.invoke(call).await);
     // Spec 06 §11: never cache an invoke answer, success or error.
@@ -143,13 +143,13 @@ pub async fn topup(hub: &Hub, request: &Request) -> Response {
 /// `POST /api/stripe/webhook`: the raw body is what Stripe signed.
 pub async fn stripe_webhook(hub: &Hub, request: &Request) -> Response {
     reply(
-        hub.stripe_webhook(request.header_str("stripe-signature"), &request.body)
+        hub.stripe_webhook(request.header_str(names::STRIPE_SIGNATURE), &request.body)
             .await,
     )
 }
 
 fn operator_guard(hub: &Hub, request: &Request) -> Result<(), Response> {
-    hub.authorize_operator(request.header_str("authorization"))
+    hub.authorize_operator(request.header_str(header::AUTHORIZATION))
         .map_err(|error| response::error(&error, None, &hub.links))
 }
 

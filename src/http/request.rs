@@ -17,6 +17,19 @@ use hyper::body::Incoming;
 use crate::http::response::{self, Response};
 use crate::protocol::{ErrorCode, HubLinks, JecpError};
 
+/// The JECP request headers, named once: a lookup by `HeaderName` skips
+/// parsing and lower-casing the name text on every request.
+pub mod names {
+    use hyper::header::HeaderName;
+
+    pub const X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
+    pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    pub const X_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+    pub const X_PAYMENT: HeaderName = HeaderName::from_static("x-payment");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+}
+
 /// Longest `X-Request-Id` echoed back; longer or odd values are ignored, not reflected.
 pub const REQUEST_ID_LEN_MAX: usize = 128;
 
@@ -64,13 +77,13 @@ impl std::fmt::Debug for Request {
 
 impl Request {
     /// A header's value when present and valid visible ASCII.
-    pub fn header_str(&self, name: &str) -> Option<&str> {
+    pub fn header_str(&self, name: impl hyper::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// The client's `X-Request-Id` when it is a short token safe to echo.
     pub fn client_request_id(&self) -> Option<&str> {
-        self.header_str("x-request-id")
+        self.header_str(names::X_REQUEST_ID)
             .filter(|id| is_safe_request_id(id))
     }
 }

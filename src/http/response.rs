@@ -41,11 +41,16 @@ pub fn json(status: StatusCode, value: &Value) -> Response {
 pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
     let mut response = hyper::Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Every answer gets about half a dozen headers (type, CORS, caching,
+    // request id): one allocation up front instead of regrowing the map.
+    let mut headers = hyper::HeaderMap::with_capacity(RESPONSE_HEADERS_EXPECTED);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *response.headers_mut() = headers;
     response
 }
+
+/// Headers most responses carry; the map grows past it when needed.
+const RESPONSE_HEADERS_EXPECTED: usize = 8;
 
 /// The JECP error envelope for `error`: status from its code, `Retry-After` when set, and the
 /// error's extra headers (`Allow`, `Sunset`, ...). Headers whose value is not valid header text

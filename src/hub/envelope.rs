@@ -71,7 +71,99 @@ pub fn request_id_of(body: &Value) -> Option<String> {
 
 /// Step 2: parse and validate. On failure returns the error and, when the
 /// body had one, the request id to echo.
+///
+/// A well-formed envelope — every member known, of the right type, present
+/// once, within the size limits — is read straight into its fields
+/// ([`parse_well_formed`]); anything else goes through [`parse_general`],
+/// which builds the whole document as a `Value` and names every problem.
+/// Both give the same answer for every body (`fuzzing::check_envelope`
+/// compares them); the first only skips the top-level map and the member
+/// names the second allocates on every request.
 pub fn parse(body: &[u8]) -> Result<Envelope, (JecpError, Option<String>)> {
+    parse_well_formed(body).map_or_else(|| parse_general(body), Ok)
+}
+
+/// The top level of an envelope with nothing wrong in its shape. Any member
+/// that is unknown, repeated or of another type makes serde refuse it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WellFormed<'a> {
+    #[serde(borrow)]
+    jecp: std::borrow::Cow<'a, str>,
+    id: String,
+    capability: String,
+    action: String,
+    input: Member,
+    #[serde(default)]
+    mandate: Member,
+    #[serde(default)]
+    delivery: Member,
+    #[serde(default)]
+    metadata: Member,
+    #[serde(default)]
+    extensions: Member,
+    #[serde(default)]
+    streaming: Member,
+}
+
+/// A member as present in the body: `Some` even for an explicit `null`
+/// (which `Option<Value>` would read as absent, and which is a shape error
+/// everywhere but `input`).
+#[derive(Default)]
+struct Member(Option<Value>);
+
+impl<'de> serde::Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        Value::deserialize(deserializer).map(|value| Member(Some(value)))
+    }
+}
+
+/// The envelope when `body` is well formed, valid and within the limits;
+/// `None` sends it to [`parse_general`] for the error (or, for a shape this
+/// path does not take, such as an escaped `"jecp"`, for the same success).
+fn parse_well_formed(body: &[u8]) -> Option<Envelope> {
+    use serde::Deserialize as _;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = WellFormed::deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    let objects = [
+        &parsed.mandate,
+        &parsed.delivery,
+        &parsed.metadata,
+        &parsed.extensions,
+    ];
+    let shape_ok = parsed.jecp == SUPPORTED_VERSION
+        && is_valid_request_id(&parsed.id)
+        && is_valid_capability(&parsed.capability)
+        && is_valid_segment(&parsed.action)
+        && objects
+            .iter()
+            .all(|member| member.0.as_ref().is_none_or(Value::is_object))
+        && parsed.streaming.0.as_ref().is_none_or(Value::is_boolean);
+    let input = parsed.input.0?;
+    if !shape_ok
+        || parsed
+            .metadata
+            .0
+            .as_ref()
+            .is_some_and(|metadata| serialized_len(metadata) > METADATA_BYTES_MAX)
+        || serialized_len(&input) > INPUT_BYTES_MAX
+    {
+        return None;
+    }
+    Some(Envelope {
+        id: parsed.id,
+        capability: parsed.capability,
+        action: parsed.action,
+        input,
+        mandate: parsed.mandate.0,
+        metadata: parsed.metadata.0,
+    })
+}
+
+/// [`parse`] for any body: the whole document as a `Value`, then every
+/// check with every problem named. Public for the differential fuzz check.
+pub fn parse_general(body: &[u8]) -> Result<Envelope, (JecpError, Option<String>)> {
     let value: Value = serde_json::from_slice(body).map_err(|error| {
         let message = if error.to_string().contains("recursion limit") {
             "request body nests JSON too deeply (limit 128 levels)".to_owned()
@@ -353,5 +445,108 @@ mod tests {
         assert!(!is_valid_request_id("<3>x"));
         assert!(!is_valid_request_id("x"));
         assert!(!is_valid_request_id(&"a".repeat(65)));
+    }
+
+    /// Each member's candidate texts: valid ones, wrong types, nulls, and
+    /// strings that only fail the patterns.
+    const MEMBER_TEXTS: &[(&str, &[&str])] = &[
+        (
+            "jecp",
+            &[r#""1.0""#, r#""2.0""#, r#""1\u002e0""#, "1.0", "null"],
+        ),
+        ("id", &[r#""abcd-1""#, r#""x""#, r#""ab<cd""#, "42", "null"]),
+        (
+            "capability",
+            &[r#""utility""#, r#""hub/utility""#, r#""Bad""#, "[]"],
+        ),
+        ("action", &[r#""echo""#, r#""Echo""#, "{}", "null"]),
+        (
+            "input",
+            &[
+                r#"{"text":"hi"}"#,
+                "null",
+                r#""s""#,
+                "[1,2]",
+                r#"{"a":{"b":[true,1.5e3]}}"#,
+            ],
+        ),
+        ("mandate", &[r#"{"agent_id":"a"}"#, "null", "[]", r#""m""#]),
+        ("delivery", &["{}", "1"]),
+        ("metadata", &[r#"{"trace":"t"}"#, "null", "false"]),
+        ("extensions", &["{}", r#""e""#]),
+        ("streaming", &["true", "false", "null", r#""yes""#]),
+        ("extra", &["1"]),
+        ("a/b~c", &["{}"]),
+    ];
+
+    proptest::proptest! {
+        /// The well-formed fast path and the general parse give the same
+        /// envelope or the same error for bodies built from valid, wrongly
+        /// typed, null, repeated and unknown members in any order.
+        #[test]
+        fn fast_path_agrees_with_the_general_parse(
+            rolls in proptest::collection::vec((0u8..20, 0usize..12, 0u32..1000), MEMBER_TEXTS.len()),
+            repeat in proptest::option::weighted(0.2, (0usize..MEMBER_TEXTS.len(), 0usize..8)),
+            spaced in proptest::bool::ANY,
+        ) {
+            // Required members are usually there, optional ones sometimes,
+            // unknown ones rarely; a member's first text is its usual one.
+            let mut members: Vec<(u32, String)> = Vec::new();
+            for (index, (presence, choice, order)) in rolls.iter().enumerate() {
+                let (name, texts) = MEMBER_TEXTS[index];
+                let present = match index {
+                    0..=4 => *presence < 19,
+                    5..=9 => *presence < 6,
+                    _ => *presence < 1,
+                };
+                if present {
+                    let text = if *choice < 9 { texts[0] } else { texts[choice % texts.len()] };
+                    members.push((*order, format!("\"{name}\":{text}")));
+                }
+            }
+            if let Some((index, choice)) = repeat {
+                let (name, texts) = MEMBER_TEXTS[index];
+                members.push((500, format!("\"{name}\":{}", texts[choice % texts.len()])));
+            }
+            members.sort();
+            let members: Vec<String> = members.into_iter().map(|(_, text)| text).collect();
+            let separator = if spaced { " , " } else { "," };
+            let body = format!("{{{}}}", members.join(separator));
+            let fast = parse(body.as_bytes());
+            let general = parse_general(body.as_bytes());
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => {
+                    proptest::prop_assert_eq!(
+                        (&a.id, &a.capability, &a.action, &a.input, &a.mandate, &a.metadata),
+                        (&b.id, &b.capability, &b.action, &b.input, &b.mandate, &b.metadata)
+                    );
+                }
+                (Err((a, a_id)), Err((b, b_id))) => {
+                    proptest::prop_assert_eq!(a.code, b.code);
+                    proptest::prop_assert_eq!(&a.message, &b.message);
+                    proptest::prop_assert_eq!(&a.details, &b.details);
+                    proptest::prop_assert_eq!(a_id, b_id);
+                }
+                _ => proptest::prop_assert!(false, "{body}: fast {:?}, general {:?}", fast.is_ok(), general.is_ok()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sdk_body_takes_the_fast_path() {
+        let body = br#"{"jecp":"1.0","id":"abcd-1","capability":"hub/utility","action":"echo","input":{"text":"hi"},"metadata":{"k":"v"},"streaming":false}"#;
+        let envelope = parse_well_formed(body).expect("a well-formed body");
+        assert_eq!(envelope.id, "abcd-1");
+        assert_eq!(envelope.input, json!({"text": "hi"}));
+        assert_eq!(envelope.metadata, Some(json!({"k": "v"})));
+        // An explicit null where an object belongs, a repeated member and an
+        // unknown one are all left to the general parse.
+        for odd in [
+            r#"{"jecp":"1.0","id":"abcd","capability":"x","action":"y","input":1,"mandate":null}"#,
+            r#"{"jecp":"1.0","id":"abcd","id":"abce","capability":"x","action":"y","input":1}"#,
+            r#"{"jecp":"1.0","id":"abcd","capability":"x","action":"y","input":1,"other":1}"#,
+        ] {
+            assert!(parse_well_formed(odd.as_bytes()).is_none(), "{odd}");
+        }
     }
 }

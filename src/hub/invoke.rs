@@ -35,6 +35,7 @@
 //!     record in one commit; the reply is sent after that commit per the
 //!     durability mode.
 
+use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -152,7 +153,7 @@ impl Hub {
         // 1–2. Media type and envelope.
         envelope::check_content_type(call.content_type)
             .map_err(|error| Failure::new(error, None))?;
-        let request = envelope::parse(call.body).map_err(|(error, id)| Failure {
+        let mut request = envelope::parse(call.body).map_err(|(error, id)| Failure {
             error,
             request_id: id,
         })?;
@@ -268,9 +269,11 @@ impl Hub {
                 ));
             }
         };
-        let schema_url = self
-            .links
-            .url(&format!("/v1/capabilities/{}", capability.id));
+        // Only error answers carry it: not built for the calls that succeed.
+        let schema_url = || {
+            self.links
+                .url(&format!("/v1/capabilities/{}", capability.id))
+        };
         let Some(action) = capability.action(&request.action) else {
             let actions: Vec<&str> = capability
                 .actions
@@ -286,7 +289,7 @@ impl Hub {
                     ),
                 )
                 .detail("available_actions", json!(actions))
-                .detail("schema_url", schema_url),
+                .detail("schema_url", schema_url()),
             ));
         };
 
@@ -375,7 +378,7 @@ impl Hub {
         if let Err(violations) = action.validate_input(&request.input) {
             return Err(fail(schema_violation(
                 violations,
-                &format!("{schema_url}#input_schema"),
+                &format!("{}#input_schema", schema_url()),
             )));
         }
 
@@ -425,7 +428,7 @@ impl Hub {
 
         // 11. Handler and output check; any failure releases the funds.
         let output = match self
-            .run_handler(capability, action, request.input.clone())
+            .run_handler(capability, action, std::mem::take(&mut request.input))
             .await
         {
             Ok(output) => output,
@@ -882,26 +885,75 @@ struct SuccessParts<'a> {
 }
 
 /// `billing` of a success body (CLIENT-COMPAT §1 A3, spec 01 §4.4).
-#[derive(serde::Serialize)]
+///
+/// Written by hand ([`BillingBlock::write_json`]): the store writer renders
+/// one per charge, and serde's map machinery (escaping nine constant member
+/// names) cost more than the numbers. Tests compare it with serde's output.
+#[cfg_attr(test, derive(serde::Serialize))]
 struct BillingBlock<'a> {
     charged: bool,
     amount_usdc: Micros,
     cost_usdc: Micros,
-    method: &'a str,
+    method: &'static str,
     balance_after: Micros,
+    /// A hyphenated UUID: hex digits and `-`, nothing to escape.
     transaction_id: &'a str,
     provider_share_usdc: Micros,
     hub_fee_usdc: Micros,
     payment_fee_usdc: Micros,
 }
 
-/// `execution` of a success body.
-#[derive(serde::Serialize)]
+impl BillingBlock<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let charged: &[u8] = if self.charged { b"true" } else { b"false" };
+        out.extend_from_slice(br#"{"charged":"#);
+        out.extend_from_slice(charged);
+        let amounts = [
+            (&br#","amount_usdc":"#[..], self.amount_usdc),
+            (br#","cost_usdc":"#, self.cost_usdc),
+        ];
+        push_members(out, &amounts);
+        push_members(out, &[(br#","method":"#, self.method)]);
+        push_members(out, &[(br#","balance_after":"#, self.balance_after)]);
+        push_members(out, &[(br#","transaction_id":"#, self.transaction_id)]);
+        let split = [
+            (&br#","provider_share_usdc":"#[..], self.provider_share_usdc),
+            (br#","hub_fee_usdc":"#, self.hub_fee_usdc),
+            (br#","payment_fee_usdc":"#, self.payment_fee_usdc),
+        ];
+        push_members(out, &split);
+        out.push(b'}');
+    }
+}
+
+/// Appends `,"name":value` pairs (each name given with its punctuation).
+fn push_members<T: serde::Serialize>(out: &mut Vec<u8>, members: &[(&[u8], T)]) {
+    for (name, value) in members {
+        out.extend_from_slice(name);
+        push_json(out, value);
+    }
+}
+
+/// `execution` of a success body, written by hand like [`BillingBlock`].
+#[cfg_attr(test, derive(serde::Serialize))]
 struct ExecutionBlock<'a> {
     duration_ms: u64,
-    engine: &'a str,
+    engine: &'static str,
     provider: &'a str,
-    trust_tier: &'a str,
+    trust_tier: &'static str,
+}
+
+impl ExecutionBlock<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        push_members(out, &[(br#"{"duration_ms":"#, self.duration_ms)]);
+        let texts = [
+            (&br#","engine":"#[..], self.engine),
+            (br#","provider":"#, self.provider),
+            (br#","trust_tier":"#, self.trust_tier),
+        ];
+        push_members(out, &texts);
+        out.push(b'}');
+    }
 }
 
 /// Appends `value` as JSON. Serializing a `serde_json::Value` or one of the
@@ -928,7 +980,8 @@ impl SuccessContext {
                 head.extend_from_slice(br#","capability":"#);
                 push_json(&mut head, &parts.capability.id);
                 head.extend_from_slice(br#","version":"#);
-                push_json(&mut head, &parts.capability.version.to_string());
+                // SemVer text is [0-9A-Za-z.+-] only: nothing to escape.
+                let _ = write!(head, "\"{}\"", parts.capability.version);
                 head.push(b'}');
                 if let Some(metadata) = parts.metadata {
                     tail.extend_from_slice(br#","metadata":"#);
@@ -1031,13 +1084,13 @@ impl SuccessContext {
         let mut body = Vec::with_capacity(self.body_head.len() + self.body_tail.len() + 512);
         body.extend_from_slice(&self.body_head);
         body.extend_from_slice(br#","billing":"#);
-        push_json(&mut body, &billing);
+        billing.write_json(&mut body);
         if self.endpoint == Endpoint::Invoke {
             body.extend_from_slice(br#","wallet_balance_after":"#);
             push_json(&mut body, &posted.wallet_balance_after);
         }
         body.extend_from_slice(br#","execution":"#);
-        push_json(&mut body, &execution);
+        execution.write_json(&mut body);
         body.extend_from_slice(&self.body_tail);
         body.push(b'}');
         body
@@ -1099,6 +1152,55 @@ mod tests {
             &output
         );
         parsed
+    }
+
+    proptest::proptest! {
+        /// The hand-written blocks are byte for byte what serde would write,
+        /// for any amounts (whole, fractional, the smallest unit, the largest).
+        #[test]
+        fn hand_written_blocks_match_serde(
+            amounts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    0u64..2_000_000,
+                    proptest::strategy::Strategy::prop_map(0u64..1_000, |whole| whole * 1_000_000),
+                    proptest::strategy::Just(1u64),
+                    proptest::strategy::Just(Micros::MAX.get()),
+                ],
+                6,
+            ),
+            charged in proptest::bool::ANY,
+            duration_ms in 0u64..100_000,
+        ) {
+            let billing = BillingBlock {
+                charged,
+                amount_usdc: micros(amounts[0]),
+                cost_usdc: micros(amounts[1]),
+                method: "mandate",
+                balance_after: micros(amounts[2]),
+                transaction_id: "01a21598-d08d-7000-8000-000000000000",
+                provider_share_usdc: micros(amounts[3]),
+                hub_fee_usdc: micros(amounts[4]),
+                payment_fee_usdc: micros(amounts[5]),
+            };
+            let mut written = Vec::new();
+            billing.write_json(&mut written);
+            proptest::prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&billing).unwrap()
+            );
+            let execution = ExecutionBlock {
+                duration_ms,
+                engine: ENGINE,
+                provider: "hub",
+                trust_tier: Tier::Platinum.as_str(),
+            };
+            let mut written = Vec::new();
+            execution.write_json(&mut written);
+            proptest::prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&execution).unwrap()
+            );
+        }
     }
 
     /// The body's top-level keys, sorted (serde_json's map).

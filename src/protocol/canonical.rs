@@ -38,13 +38,24 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::String(text) => write_string(text, out),
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        scalar => write_json(scalar, out),
     }
+}
+
+/// serde_json's compact form of `value`, written straight into `out`.
+fn write_json(value: &(impl serde::Serialize + ?Sized), out: &mut Vec<u8>) {
+    // Writing a string or a scalar into a Vec cannot fail: no I/O, and no
+    // map keys to reject.
+    let written = serde_json::to_writer(&mut *out, value);
+    debug_assert!(
+        written.is_ok(),
+        "serializing a JSON scalar into memory failed"
+    );
 }
 
 fn write_string(text: &str, out: &mut Vec<u8>) {
     // serde_json's string escaping is deterministic and lossless; reuse it.
-    out.extend_from_slice(Value::from(text).to_string().as_bytes());
+    write_json(text, out);
 }
 
 /// The canonical bytes of `value`.

@@ -174,6 +174,16 @@ impl AccountRecord {
     }
 }
 
+thread_local! {
+    /// The archive buffer [`encode`] serializes into, kept per thread: a
+    /// fresh one regrew from empty for every record, a handful of
+    /// reallocations per idempotency record on the writer's hot path.
+    static ARCHIVE_SCRATCH: std::cell::Cell<AlignedVec> = std::cell::Cell::new(AlignedVec::new());
+}
+
+/// A scratch buffer that grew past this is dropped rather than kept.
+const ARCHIVE_SCRATCH_BYTES_MAX: usize = 1 << 20;
+
 /// `[FORMAT_VERSION] ++ rkyv archive`.
 pub fn encode<T>(value: &T) -> Result<Vec<u8>, StoreError>
 where
@@ -185,11 +195,16 @@ where
         >,
     >,
 {
-    let archive = rkyv::to_bytes::<rancor::Error>(value)
+    let mut scratch = ARCHIVE_SCRATCH.take();
+    scratch.clear();
+    let archive = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, scratch)
         .map_err(|error| StoreError::Corrupt(format!("cannot archive a record: {error}")))?;
     let mut bytes = Vec::with_capacity(archive.len() + 1);
     bytes.push(FORMAT_VERSION);
     bytes.extend_from_slice(&archive);
+    if archive.capacity() <= ARCHIVE_SCRATCH_BYTES_MAX {
+        ARCHIVE_SCRATCH.set(archive);
+    }
     Ok(bytes)
 }
 

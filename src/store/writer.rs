@@ -55,8 +55,9 @@ struct CheckpointJob {
 /// What the checkpoint thread reports. It has dropped its database handle
 /// before it reports, so the writer may reopen the file right after.
 enum CheckpointDone {
-    /// redb now holds every batch up to this `commit_seq`.
-    Applied { seq: u64 },
+    /// redb now holds every batch up to this `commit_seq`; the records'
+    /// buffers come back for reuse.
+    Applied { seq: u64, records: Vec<Vec<u8>> },
     /// The records come back: they are still needed for the next attempt.
     Failed {
         error: StoreError,
@@ -71,7 +72,7 @@ fn run_checkpoints(jobs: Receiver<CheckpointJob>, done: SyncSender<CheckpointDon
         let result = journal::checkpoint(&db, records.iter().map(Vec::as_slice));
         drop(db);
         let report = match result {
-            Ok(seq) => CheckpointDone::Applied { seq },
+            Ok(seq) => CheckpointDone::Applied { seq, records },
             Err(error) => CheckpointDone::Failed { error, records },
         };
         if done.send(report).is_err() {
@@ -126,8 +127,57 @@ pub(super) struct Writer {
     /// Charges of the batch whose idempotency record is still to be built:
     /// (index in the pending replies, recorder).
     unrecorded_buffer: Vec<(usize, IdempotencyRecorder)>,
+    /// Bytes per reply or effect in the last journal record: the next
+    /// record is reserved at about its final size instead of regrowing.
+    record_bytes_per_entry: usize,
+    /// Buffers of checkpointed records, for the next records.
+    spare_records: SpareRecords,
 }
 
+/// The most a journal record is allocated with up front (a record of
+/// unusually large rows just grows past it).
+const RECORD_PREALLOCATION_BYTES_MAX: usize = 1 << 20;
+
+/// Buffers of journal records redb now holds, kept for the next records.
+///
+/// A record lives from its commit until its checkpoint, often on another
+/// thread, so every commit used to take fresh memory from the allocator,
+/// which had returned the freed records' pages to the OS meanwhile: page
+/// faults on the writer's hot path. Reusing the buffers keeps that memory
+/// mapped. At most `bytes_max` of capacity is kept (one journal file's worth).
+struct SpareRecords {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl SpareRecords {
+    fn new(bytes_max: usize) -> SpareRecords {
+        SpareRecords {
+            buffers: Vec::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// A spare buffer (contents unspecified), or a new empty one.
+    fn take(&mut self) -> Vec<u8> {
+        let buffer = self.buffers.pop().unwrap_or_default();
+        self.bytes -= buffer.capacity();
+        buffer
+    }
+
+    /// Keeps what fits within the bound; the rest is freed.
+    fn give_back(&mut self, records: impl IntoIterator<Item = Vec<u8>>) {
+        for record in records {
+            if self.bytes + record.capacity() > self.bytes_max {
+                continue;
+            }
+            self.bytes += record.capacity();
+            self.buffers.push(record);
+        }
+    }
+}
 /// How often an unhealthy store tries a durable commit to learn whether the
 /// fault has cleared.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -212,6 +262,8 @@ impl Writer {
             pending_buffer: Vec::new(),
             effects_buffer: Vec::new(),
             unrecorded_buffer: Vec::new(),
+            record_bytes_per_entry: 0,
+            spare_records: SpareRecords::new(checkpoint_bytes),
         })
     }
 
@@ -361,7 +413,10 @@ impl Writer {
     fn retire_checkpoint(&mut self, done: CheckpointDone) {
         self.checkpoint_in_flight = false;
         match done {
-            CheckpointDone::Applied { seq } => self.applied_seq = seq,
+            CheckpointDone::Applied { seq, records } => {
+                self.applied_seq = seq;
+                self.spare_records.give_back(records);
+            }
             CheckpointDone::Failed { error, records } => {
                 // redb refuses every operation after an I/O error until
                 // reopened; the batches go back in line, oldest first, for a
@@ -673,7 +728,16 @@ impl Writer {
         effects: &[Effect],
     ) -> Result<(), StoreError> {
         let commit_seq = self.commit_seq + 1;
-        let mut record = RecordBuilder::new(Vec::new(), commit_seq);
+        let entries = rows.len() + pending.len() + effects.len();
+        // A quarter more than the last record's average, so a batch of
+        // larger-than-usual rows rarely regrows the buffer.
+        let expected_bytes = (entries * self.record_bytes_per_entry * 5 / 4
+            + journal::HEADER_BYTES)
+            .min(RECORD_PREALLOCATION_BYTES_MAX);
+        let mut buffer = self.spare_records.take();
+        buffer.clear();
+        buffer.reserve(expected_bytes);
+        let mut record = RecordBuilder::new(buffer, commit_seq);
         for row in rows {
             record.account(row.id, &encode(row)?);
         }
@@ -715,6 +779,7 @@ impl Writer {
             }
         }
         let record = record.finish()?;
+        self.record_bytes_per_entry = record.len().div_ceil(entries.max(1));
 
         let durable = self.durability == Durability::Immediate
             || self.fsync_due_at().is_some_and(|due| due <= Instant::now());
@@ -807,7 +872,8 @@ impl Writer {
         match result {
             Ok(_) => {
                 self.applied_seq = self.commit_seq;
-                self.unapplied.clear();
+                self.spare_records
+                    .give_back(self.unapplied.drain(..).map(|unapplied| unapplied.record));
                 self.unapplied_bytes = 0;
                 self.unapplied_since = None;
                 self.last_append = None;

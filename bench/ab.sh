@@ -13,32 +13,13 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ $# -lt 2 ]; then
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-fi
+# shellcheck source=bench/common.sh
+. bench/common.sh
+[ $# -ge 2 ] || usage 11
 scenario=$1
 shift
-for build in "$@"; do
-    case "$build" in
-        *=*) ;;
-        *) echo "bench/ab.sh: '$build' is not LABEL=PATH" >&2; exit 2 ;;
-    esac
-    path=${build#*=}
-    if [ ! -x "$path" ]; then
-        echo "bench/ab.sh: no executable at $path" >&2
-        exit 2
-    fi
-done
-
-cargo build --release --quiet --bin jecp-bench
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bench="$target_dir/release/jecp-bench"
-# Spawned Hubs keep their data directories on the project's disk (a tmpfs
-# /tmp would make every fsync free).
-export TMPDIR="$target_dir/ab-tmp"
-mkdir -p "$TMPDIR"
+check_builds bench/ab.sh "$@"
+prepare_bench ab-tmp
 results="$TMPDIR/results.tsv"
 : > "$results"
 

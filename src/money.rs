@@ -186,6 +186,56 @@ impl Micros {
     }
 }
 
+/// Below this many micros (0.00001 USDC) serde_json prints a fraction with an
+/// exponent (`5e-6`), which [`Micros::write_json`] leaves to serde_json.
+const PLAIN_DECIMAL_MICROS_MIN: u64 = 10;
+
+impl Micros {
+    /// Appends exactly the bytes serde_json writes for [`Micros::to_json`],
+    /// without building a `Value` or formatting a float: the store writer
+    /// renders five amounts into every success body.
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        let whole = self.0 / MICROS_PER_USDC;
+        let fraction = self.0 % MICROS_PER_USDC;
+        if fraction == 0 || self.0 < PLAIN_DECIMAL_MICROS_MIN {
+            // Whole amounts are integers; the tiniest fractions take an exponent.
+            let written = serde_json::to_writer(&mut *out, &self.to_json());
+            debug_assert!(written.is_ok(), "writing a number into memory failed");
+            return;
+        }
+        push_decimal_digits(whole, out);
+        out.push(b'.');
+        let mut digits = [b'0'; 6];
+        let mut rest = fraction;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        let significant = 6 - digits
+            .iter()
+            .rev()
+            .take_while(|&&digit| digit == b'0')
+            .count();
+        out.extend_from_slice(&digits[..significant]);
+    }
+}
+
+/// `value` in decimal, no sign, no leading zeros.
+fn push_decimal_digits(value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
 impl fmt::Display for Micros {
     /// The shortest exact decimal: `0.005`, `20`, `19.995`, `0.000001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -223,6 +273,36 @@ impl<'de> serde::Deserialize<'de> for Micros {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn serde_text(amount: Micros) -> String {
+        serde_json::to_string(&amount.to_json()).unwrap()
+    }
+
+    fn fast_text(amount: Micros) -> String {
+        let mut out = Vec::new();
+        amount.write_json(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn write_json_is_serdes_text_for_every_small_amount() {
+        // Every amount up to 0.2 USDC, where the exponent form and the
+        // shortest-float rounding would show first.
+        for micros in 0..=200_000 {
+            let amount = Micros(micros);
+            assert_eq!(fast_text(amount), serde_text(amount), "{micros} micros");
+        }
+        for micros in [1_000_000, 19_995_000, 123_456_789_012, Micros::MAX.0] {
+            assert_eq!(fast_text(Micros(micros)), serde_text(Micros(micros)));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn write_json_is_serdes_text(micros in 0..=Micros::MAX.0) {
+            prop_assert_eq!(fast_text(Micros(micros)), serde_text(Micros(micros)));
+        }
+    }
 
     #[test]
     fn parses_the_wire_forms() {

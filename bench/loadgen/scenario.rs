@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::ValueEnum;
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 /// One out of this many `invoke-mixed` requests is invalid (10%).
@@ -74,8 +75,9 @@ pub struct PlannedRequest {
     pub method: Method,
     pub path: &'static str,
     pub content_type: Option<&'static str>,
-    /// `(X-Agent-ID, X-API-Key)`.
-    pub credentials: Option<(String, String)>,
+    /// `(X-Agent-ID, X-API-Key)`, ready to send: built once per agent, a
+    /// clone per request shares the bytes.
+    pub credentials: Option<(HeaderValue, HeaderValue)>,
     pub body: Bytes,
     pub expect: Expect,
 }
@@ -116,7 +118,8 @@ pub fn echo_body(request_id: &str) -> Bytes {
 #[derive(Clone, Debug)]
 pub struct RequestFactory {
     scenario: ScenarioName,
-    agents: Arc<Vec<Agent>>,
+    /// Each agent's credentials as header values, requests spread over them.
+    credentials: Arc<Vec<(HeaderValue, HeaderValue)>>,
     /// Per-agent id already answered (for `invoke-replay`).
     replay_ids: Arc<Vec<String>>,
     /// Distinguishes this run's ids and names from earlier runs on the same Hub.
@@ -130,24 +133,28 @@ impl RequestFactory {
         replay_ids: Arc<Vec<String>>,
         run_tag: String,
     ) -> RequestFactory {
+        // Agent ids and keys are visible ASCII (the Hub issues them); one
+        // that were not would fail every request the same way, visibly.
+        let header = |text: &str| {
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        };
+        let credentials = agents
+            .iter()
+            .map(|agent| (header(&agent.agent_id), header(&agent.api_key)))
+            .collect();
         RequestFactory {
             scenario,
-            agents,
+            credentials: Arc::new(credentials),
             replay_ids,
             run_tag,
         }
     }
 
-    fn agent(&self, sequence: u64) -> Option<&Agent> {
-        if self.agents.is_empty() {
+    fn credentials(&self, sequence: u64) -> Option<(HeaderValue, HeaderValue)> {
+        if self.credentials.is_empty() {
             return None;
         }
-        Some(&self.agents[(sequence % self.agents.len() as u64) as usize])
-    }
-
-    fn credentials(&self, sequence: u64) -> Option<(String, String)> {
-        self.agent(sequence)
-            .map(|agent| (agent.agent_id.clone(), agent.api_key.clone()))
+        Some(self.credentials[(sequence % self.credentials.len() as u64) as usize].clone())
     }
 
     fn invoke(&self, sequence: u64, body: Bytes, expect: Expect) -> PlannedRequest {
@@ -257,7 +264,8 @@ impl RequestFactory {
         match kind {
             InvalidKind::UnknownAgent => {
                 if let Some((_, key)) = request.credentials.take() {
-                    request.credentials = Some(("no_such_agent_0000000000".into(), key));
+                    request.credentials =
+                        Some((HeaderValue::from_static("no_such_agent_0000000000"), key));
                 }
             }
             InvalidKind::WrongContentType => request.content_type = Some("text/plain"),
@@ -340,7 +348,7 @@ mod tests {
             .filter(|r| {
                 r.credentials
                     .as_ref()
-                    .is_some_and(|(id, _)| id.starts_with("no_such"))
+                    .is_some_and(|(id, _)| id.as_bytes().starts_with(b"no_such"))
             })
             .count();
         assert_eq!(unknown_agent, 10);

@@ -908,21 +908,33 @@ impl BillingBlock<'_> {
         let charged: &[u8] = if self.charged { b"true" } else { b"false" };
         out.extend_from_slice(br#"{"charged":"#);
         out.extend_from_slice(charged);
-        let amounts = [
-            (&br#","amount_usdc":"#[..], self.amount_usdc),
-            (br#","cost_usdc":"#, self.cost_usdc),
-        ];
-        push_members(out, &amounts);
+        push_amounts(
+            out,
+            &[
+                (br#","amount_usdc":"#, self.amount_usdc),
+                (br#","cost_usdc":"#, self.cost_usdc),
+            ],
+        );
         push_members(out, &[(br#","method":"#, self.method)]);
-        push_members(out, &[(br#","balance_after":"#, self.balance_after)]);
+        push_amounts(out, &[(br#","balance_after":"#, self.balance_after)]);
         push_members(out, &[(br#","transaction_id":"#, self.transaction_id)]);
-        let split = [
-            (&br#","provider_share_usdc":"#[..], self.provider_share_usdc),
-            (br#","hub_fee_usdc":"#, self.hub_fee_usdc),
-            (br#","payment_fee_usdc":"#, self.payment_fee_usdc),
-        ];
-        push_members(out, &split);
+        push_amounts(
+            out,
+            &[
+                (br#","provider_share_usdc":"#, self.provider_share_usdc),
+                (br#","hub_fee_usdc":"#, self.hub_fee_usdc),
+                (br#","payment_fee_usdc":"#, self.payment_fee_usdc),
+            ],
+        );
         out.push(b'}');
+    }
+}
+
+/// Appends `,"name":amount` pairs (each name given with its punctuation).
+fn push_amounts(out: &mut Vec<u8>, members: &[(&[u8], Micros)]) {
+    for (name, amount) in members {
+        out.extend_from_slice(name);
+        amount.write_json(out);
     }
 }
 
@@ -1022,20 +1034,23 @@ impl SuccessContext {
     /// body (which needs the transaction id and balance), keeps a copy for
     /// the live reply, and returns the idempotency record for the same commit.
     fn recorder(
-        self,
+        mut self,
         method: ChargeMethod,
         body_slot: Arc<OnceLock<Bytes>>,
     ) -> crate::store::IdempotencyRecorder {
+        // The recorder holds the key; the closure gets it back to build the record.
+        let agent_id = std::mem::take(&mut self.agent_id);
+        let request_key = std::mem::take(&mut self.request_key);
         crate::store::IdempotencyRecorder::new(
-            self.agent_id.clone(),
-            self.request_key.clone(),
-            move |posted: &Posted| {
+            agent_id,
+            request_key,
+            move |posted: &Posted, agent_id, request_key| {
                 let rendered = self.body(method, posted);
                 let body = Bytes::from(rendered);
                 let _ = body_slot.set(body.clone());
                 IdempotencyRecord {
-                    agent_id: self.agent_id,
-                    request_key: self.request_key,
+                    agent_id,
+                    request_key,
                     fingerprint: self.fingerprint,
                     http_status: 200,
                     body: body.to_vec(),

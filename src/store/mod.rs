@@ -269,14 +269,18 @@ fn ledger_error_to_jecp(error: &LedgerError) -> JecpError {
 pub struct IdempotencyRecorder {
     agent_id: String,
     request_key: String,
-    build: Box<dyn FnOnce(&Posted) -> IdempotencyRecord + Send>,
+    build: Box<BuildRecord>,
 }
+
+/// Builds the record from the posted charge; it gets the key's two strings
+/// (`agent_id`, `request_key`) back, so the record need not copy them.
+type BuildRecord = dyn FnOnce(&Posted, String, String) -> IdempotencyRecord + Send;
 
 impl IdempotencyRecorder {
     pub fn new(
         agent_id: String,
         request_key: String,
-        build: impl FnOnce(&Posted) -> IdempotencyRecord + Send + 'static,
+        build: impl FnOnce(&Posted, String, String) -> IdempotencyRecord + Send + 'static,
     ) -> IdempotencyRecorder {
         IdempotencyRecorder {
             agent_id,
@@ -290,7 +294,7 @@ impl IdempotencyRecorder {
         IdempotencyRecorder::new(
             record.agent_id.clone(),
             record.request_key.clone(),
-            move |_| record,
+            move |_, _, _| record,
         )
     }
 
@@ -299,7 +303,7 @@ impl IdempotencyRecorder {
     }
 
     pub fn build(self, posted: &Posted) -> IdempotencyRecord {
-        (self.build)(posted)
+        (self.build)(posted, self.agent_id, self.request_key)
     }
 }
 

@@ -360,11 +360,9 @@ impl IdempotencyIndex {
         self.hasher.key_of(agent_id, request_key)
     }
 
-    /// (log key, expiry) of the record stored under `(agent_id, request_key)`, if any.
-    pub fn get(&self, agent_id: &str, request_key: &str) -> Option<(u128, i64)> {
-        self.locations
-            .get(&self.key_of(agent_id, request_key))
-            .copied()
+    /// (log key, expiry) under a key from [`IdempotencyIndex::key_of`], if any.
+    pub fn get_under(&self, key: KeyHash) -> Option<(u128, i64)> {
+        self.locations.get(&key).copied()
     }
 
     /// Records a location under a key from [`IdempotencyIndex::key_of`].
@@ -627,14 +625,17 @@ mod tests {
     #[test]
     fn the_idempotency_index_finds_exact_keys_and_forgets_expired_ones() {
         let mut index = IdempotencyIndex::new();
+        let get = |index: &IdempotencyIndex, agent: &str, request: &str| {
+            index.get_under(index.key_of(agent, request))
+        };
         index.insert(index.key_of("agent-a", "req-1"), (1, 100));
         index.insert(index.key_of("agent-a", "req-2"), (2, 50));
-        assert_eq!(index.get("agent-a", "req-1"), Some((1, 100)));
+        assert_eq!(get(&index, "agent-a", "req-1"), Some((1, 100)));
         // Keys are per agent, and the split between the two parts counts.
-        assert_eq!(index.get("agent-b", "req-1"), None);
+        assert_eq!(get(&index, "agent-b", "req-1"), None);
         assert_ne!(index.key_of("ab", "c"), index.key_of("a", "bc"));
         index.retain_live(50);
-        assert_eq!(index.get("agent-a", "req-2"), None);
-        assert_eq!(index.get("agent-a", "req-1"), Some((1, 100)));
+        assert_eq!(get(&index, "agent-a", "req-2"), None);
+        assert_eq!(get(&index, "agent-a", "req-1"), Some((1, 100)));
     }
 }

@@ -21,15 +21,19 @@ use super::tables::{self, redb_error};
 use super::{
     Command, Durability, FaultSwitch, IdempotencyRecorder, Job, Reply, Shared, StoreError, Waiter,
 };
+use crate::key_hash::KeyHash;
 use crate::ledger::{AccountId, Ledger, LedgerError, Posted};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 /// A durable write that is not a ledger transfer or account row.
 enum Effect {
     Agent(AgentRecord),
-    Idempotency(IdempotencyRecord),
+    /// With its index key when the writer computed it already.
+    Idempotency(IdempotencyRecord, Option<KeyHash>),
     Nonce(NonceRecord),
-    Sweep { now_s: i64 },
+    Sweep {
+        now_s: i64,
+    },
 }
 
 /// A reply waiting for the batch's commit.
@@ -126,7 +130,7 @@ pub(super) struct Writer {
     effects_buffer: Vec<Effect>,
     /// Charges of the batch whose idempotency record is still to be built:
     /// (index in the pending replies, recorder).
-    unrecorded_buffer: Vec<(usize, IdempotencyRecorder)>,
+    unrecorded_buffer: Vec<(usize, IdempotencyRecorder, KeyHash)>,
     /// Bytes per reply or effect in the last journal record: the next
     /// record is reserved at about its final size instead of regrowing.
     record_bytes_per_entry: usize,
@@ -513,22 +517,12 @@ impl Writer {
     /// although its callers were told it failed: the retry must not charge again.
     fn already_charged(
         &mut self,
-        command: &Command,
+        key: KeyHash,
+        recorder: &IdempotencyRecorder,
         now_s: i64,
     ) -> Option<Result<Reply, StoreError>> {
-        let recorder = match command {
-            Command::Post {
-                idempotency: Some(recorder),
-                ..
-            }
-            | Command::ChargeFree {
-                idempotency: Some(recorder),
-                ..
-            } => recorder,
-            _ => return None,
-        };
         let (agent_id, request_key) = recorder.key();
-        match self.stored_answer(agent_id, request_key, now_s) {
+        match self.stored_answer_under(key, agent_id, request_key, now_s) {
             Ok(None) => None,
             Ok(Some(record)) => Some(Ok(Reply::Replayed(record))),
             Err(error) => Some(Err(error)),
@@ -543,8 +537,19 @@ impl Writer {
         request_key: &str,
         now_s: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some((log_key, expires_at_s)) = self.idempotency_index.get(agent_id, request_key)
-        else {
+        let key = self.idempotency_index.key_of(agent_id, request_key);
+        self.stored_answer_under(key, agent_id, request_key, now_s)
+    }
+
+    /// [`Writer::stored_answer`] with the index key already computed.
+    fn stored_answer_under(
+        &mut self,
+        key: KeyHash,
+        agent_id: &str,
+        request_key: &str,
+        now_s: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some((log_key, expires_at_s)) = self.idempotency_index.get_under(key) else {
             return Ok(None);
         };
         if expires_at_s <= now_s {
@@ -627,7 +632,20 @@ impl Writer {
                     }
                     _ => {}
                 }
-                if let Some(stored) = self.already_charged(&command, now_ms.div_euclid(1000)) {
+                // The idempotency index key of the charge's record, named once
+                // for the duplicate check here and the index entry at commit.
+                let charge = charge_recorder(&command).map(|recorder| {
+                    let (agent_id, request_key) = recorder.key();
+                    (
+                        recorder,
+                        self.idempotency_index.key_of(agent_id, request_key),
+                    )
+                });
+                let charge_key = charge.map(|(_, key)| key);
+                if let Some((recorder, key)) = charge
+                    && let Some(stored) =
+                        self.already_charged(key, recorder, now_ms.div_euclid(1000))
+                {
                     // Release what the duplicate reserved; the first charge stands.
                     if let Command::Post { hold, .. } = &command {
                         let _ = ledger.void(*hold);
@@ -640,8 +658,8 @@ impl Writer {
                     Applied::Now(result) => reply(waiter, result),
                     Applied::AfterCommit(result) => pending.push(Pending { waiter, result }),
                     Applied::Charged { posted, recorder } => {
-                        if let Some(recorder) = recorder {
-                            unrecorded.push((pending.len(), recorder));
+                        if let (Some(recorder), Some(key)) = (recorder, charge_key) {
+                            unrecorded.push((pending.len(), recorder, key));
                         }
                         pending.push(Pending {
                             waiter,
@@ -675,9 +693,9 @@ impl Writer {
         // Rendering a response body takes longer than booking the charge;
         // done here, it no longer holds up the request tasks that read the
         // ledger (trust tier, free calls) or take holds meanwhile.
-        for (index, recorder) in unrecorded.drain(..) {
+        for (index, recorder, key) in unrecorded.drain(..) {
             if let Ok(Reply::Posted(posted)) = &pending[index].result {
-                effects.push(Effect::Idempotency(recorder.build(posted)));
+                effects.push(Effect::Idempotency(recorder.build(posted), Some(key)));
             }
         }
         // The ledger lock is released during the commit so readers and holds
@@ -765,11 +783,18 @@ impl Writer {
         for effect in effects {
             match effect {
                 Effect::Agent(agent) => record.agent(agent.agent_id.as_str(), &encode(agent)?),
-                Effect::Idempotency(stored) => {
+                Effect::Idempotency(stored, known_key) => {
                     let log_key = next_log_key();
-                    let index_key = self
-                        .idempotency_index
-                        .key_of(&stored.agent_id, &stored.request_key);
+                    let index_key = known_key.unwrap_or_else(|| {
+                        self.idempotency_index
+                            .key_of(&stored.agent_id, &stored.request_key)
+                    });
+                    debug_assert_eq!(
+                        index_key,
+                        self.idempotency_index
+                            .key_of(&stored.agent_id, &stored.request_key),
+                        "a charge's record is stored under the key it was checked under"
+                    );
                     self.index_staging
                         .push((index_key, (log_key, stored.expires_at_s)));
                     record.idempotency(log_key, &encode(stored)?);
@@ -1047,6 +1072,21 @@ enum Applied {
     },
 }
 
+/// The idempotency recorder of a charge that stores its answer.
+fn charge_recorder(command: &Command) -> Option<&IdempotencyRecorder> {
+    match command {
+        Command::Post {
+            idempotency: Some(recorder),
+            ..
+        }
+        | Command::ChargeFree {
+            idempotency: Some(recorder),
+            ..
+        } => Some(recorder),
+        _ => None,
+    }
+}
+
 fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<Effect>) -> Applied {
     let refused = |error: LedgerError| Applied::Now(Err(StoreError::Ledger(error)));
     match command {
@@ -1117,7 +1157,7 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
             Applied::AfterCommit(Ok(Reply::Done))
         }
         Command::PutIdempotency(record) => {
-            effects.push(Effect::Idempotency(record));
+            effects.push(Effect::Idempotency(record, None));
             Applied::AfterCommit(Ok(Reply::Done))
         }
         Command::Sweep { now_s } => {

@@ -1,0 +1,42 @@
+# Shared by the build-comparison scripts (ab.sh, pair.sh, instructions.sh);
+# sourced, not run. Expects `set -euo pipefail` and the project root as the
+# working directory.
+
+# Prints the calling script's header comment (its lines 2 to $1) and exits 2.
+usage() {
+    sed -n "2,${1}p" "${BASH_SOURCE[1]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# Exits with a message when any of "$@" is not LABEL=PATH naming an executable.
+# $1 is the calling script's name for messages.
+check_builds() {
+    local script=$1
+    shift
+    local build
+    for build in "$@"; do
+        case "$build" in
+            *=*) ;;
+            *) echo "$script: '$build' is not LABEL=PATH" >&2; exit 2 ;;
+        esac
+        if [ ! -x "${build#*=}" ]; then
+            echo "$script: no executable at ${build#*=}" >&2
+            exit 2
+        fi
+    done
+}
+
+# Builds the load generator and sets `bench` (its path) and TMPDIR to a
+# fresh directory named $1 under the target directory: spawned Hubs keep
+# their data directories on the project's disk (a tmpfs /tmp would make
+# every fsync free).
+prepare_bench() {
+    cargo build --release --quiet --bin jecp-bench
+    local target_dir
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    bench="$target_dir/release/jecp-bench"
+    export TMPDIR="$target_dir/$1"
+    rm -rf "$TMPDIR"
+    mkdir -p "$TMPDIR"
+}

@@ -284,8 +284,9 @@ pub fn target_rows(
                 } else {
                     String::new()
                 };
+                // One decimal: a median of 49.8% must not read as "50%" beside "not met".
                 let measured = format!(
-                    "{:.0}% ({spread}{} vs {} req/s, {})",
+                    "{:.1}% ({spread}{} vs {} req/s, {})",
                     ratio * 100.0,
                     thousands(echo.throughput_per_s as u64),
                     thousands(health.throughput_per_s as u64),
@@ -659,9 +660,9 @@ mod tests {
             run("batched(5ms)", 10_000.0, 4_000.0),
         ];
         let rows = target_rows(&runs, &[], None);
-        assert_eq!(rows[0].measured, "60% (6,000 vs 10,000 req/s, 256 conns)");
+        assert_eq!(rows[0].measured, "60.0% (6,000 vs 10,000 req/s, 256 conns)");
         assert_eq!(rows[0].verdict, "**met**");
-        assert!(rows[1].measured.starts_with("40%"), "{:?}", rows[1]);
+        assert!(rows[1].measured.starts_with("40.0%"), "{:?}", rows[1]);
         assert_eq!(rows[1].verdict, "—");
         assert_eq!(rows[3].measured, "900 µs / 4.00 ms (256 conns)");
 
@@ -688,7 +689,7 @@ mod tests {
         let rows = target_rows(std::slice::from_ref(&run), &[], None);
         assert_eq!(
             rows[0].measured,
-            "55% (median of 3 rounds, 40–60%; 4,400 vs 10,000 req/s, 256 conns)"
+            "55.0% (median of 3 rounds, 40–60%; 4,400 vs 10,000 req/s, 256 conns)"
         );
         assert_eq!(rows[0].verdict, "**met**");
         let picked: Vec<f64> = median_results(&run)

@@ -182,6 +182,7 @@ impl SpareRecords {
         }
     }
 }
+
 /// How often an unhealthy store tries a durable commit to learn whether the
 /// fault has cleared.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -1171,5 +1172,30 @@ fn apply(ledger: &mut Ledger, command: Command, now_ms: i64, effects: &mut Vec<E
                 "a read reached the apply step".into(),
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_records_stay_within_their_bound_and_hand_back_capacity() {
+        let mut spares = SpareRecords::new(10_000);
+        spares.give_back([Vec::with_capacity(4_000), Vec::with_capacity(4_000)]);
+        // A third would pass the bound: freed, not kept.
+        spares.give_back([Vec::with_capacity(4_000)]);
+        assert_eq!(spares.buffers.len(), 2);
+        assert!(spares.bytes <= 10_000);
+        let reused = spares.take();
+        assert!(reused.capacity() >= 4_000);
+        assert_eq!(
+            spares.bytes,
+            spares.buffers.iter().map(Vec::capacity).sum::<usize>()
+        );
+        spares.take();
+        // Empty: a fresh buffer, and the count stays at zero.
+        assert_eq!(spares.take().capacity(), 0);
+        assert_eq!(spares.bytes, 0);
     }
 }

@@ -1102,7 +1102,7 @@ impl SuccessContext {
         billing.write_json(&mut body);
         if self.endpoint == Endpoint::Invoke {
             body.extend_from_slice(br#","wallet_balance_after":"#);
-            push_json(&mut body, &posted.wallet_balance_after);
+            posted.wallet_balance_after.write_json(&mut body);
         }
         body.extend_from_slice(br#","execution":"#);
         execution.write_json(&mut body);

@@ -164,10 +164,11 @@ impl SpareRecords {
         }
     }
 
-    /// A spare buffer (contents unspecified), or a new empty one.
+    /// An empty buffer: a spare one with its capacity, or a new one.
     fn take(&mut self) -> Vec<u8> {
-        let buffer = self.buffers.pop().unwrap_or_default();
+        let mut buffer = self.buffers.pop().unwrap_or_default();
         self.bytes -= buffer.capacity();
+        buffer.clear();
         buffer
     }
 
@@ -754,7 +755,6 @@ impl Writer {
             + journal::HEADER_BYTES)
             .min(RECORD_PREALLOCATION_BYTES_MAX);
         let mut buffer = self.spare_records.take();
-        buffer.clear();
         buffer.reserve(expected_bytes);
         let mut record = RecordBuilder::new(buffer, commit_seq);
         for row in rows {
@@ -1182,13 +1182,15 @@ mod tests {
     #[test]
     fn spare_records_stay_within_their_bound_and_hand_back_capacity() {
         let mut spares = SpareRecords::new(10_000);
-        spares.give_back([Vec::with_capacity(4_000), Vec::with_capacity(4_000)]);
+        let mut used = Vec::with_capacity(4_000);
+        used.extend_from_slice(b"an applied record");
+        spares.give_back([Vec::with_capacity(4_000), used]);
         // A third would pass the bound: freed, not kept.
         spares.give_back([Vec::with_capacity(4_000)]);
         assert_eq!(spares.buffers.len(), 2);
         assert!(spares.bytes <= 10_000);
         let reused = spares.take();
-        assert!(reused.capacity() >= 4_000);
+        assert!(reused.capacity() >= 4_000 && reused.is_empty());
         assert_eq!(
             spares.bytes,
             spares.buffers.iter().map(Vec::capacity).sum::<usize>()

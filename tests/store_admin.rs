@@ -6,16 +6,25 @@ use std::path::Path;
 use jecp_hub::ledger::Transfer;
 use jecp_hub::ledger::{AccountId, ChargeMemo, ChargeMethod};
 use jecp_hub::money::Micros;
-use jecp_hub::records::AgentRecord;
+use jecp_hub::records::{AgentRecord, IdempotencyRecord};
 use jecp_hub::store::admin::{self, ExportFormat};
 use jecp_hub::store::records::{AccountRecord, BookingRecord, decode, encode};
 use jecp_hub::store::{Command, DATABASE_FILE, Reply, Store, StoreError, StoreOptions};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-const BOOKINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
-const WALLET_BOOKINGS: TableDefinition<(u64, u128), ()> = TableDefinition::new("wallet_bookings");
+const BOOKINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("booking_bundles");
+const WALLET_RUNS: TableDefinition<(u64, u128), &[u8]> =
+    TableDefinition::new("wallet_booking_runs");
+const IDEMPOTENCY_BUNDLES: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("idempotency_bundles");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+// Schema 2's tables: one row per booking, per wallet-index entry and per
+// idempotency record.
+const BOOKINGS_V2: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
+const WALLET_BOOKINGS_V2: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("wallet_bookings");
+const IDEMPOTENCY_V2: TableDefinition<u128, &[u8]> = TableDefinition::new("idempotency_log");
 // Schema 1's tables: one row per transfer.
 const TRANSFERS_V1: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
 const WALLET_TRANSFERS_V1: TableDefinition<(u64, u128), ()> =
@@ -23,6 +32,31 @@ const WALLET_TRANSFERS_V1: TableDefinition<(u64, u128), ()> =
 mod common;
 
 const WALLET: AccountId = AccountId(AccountId::FIRST_WALLET);
+
+/// The entries of a bundled log row, by the format documented in
+/// `src/store/bundles.rs`: (key u128 | len u32 | bytes)*, little-endian.
+type Entries = Vec<(u128, Vec<u8>)>;
+
+fn bundle_entries(mut value: &[u8]) -> Entries {
+    let mut entries = Vec::new();
+    while !value.is_empty() {
+        let key = u128::from_le_bytes(value[..16].try_into().unwrap());
+        let len = u32::from_le_bytes(value[16..20].try_into().unwrap()) as usize;
+        entries.push((key, value[20..20 + len].to_vec()));
+        value = &value[20 + len..];
+    }
+    entries
+}
+
+fn bundle_of(entries: &[(u128, Vec<u8>)]) -> Vec<u8> {
+    let mut value = Vec::new();
+    for (key, bytes) in entries {
+        value.extend_from_slice(&key.to_le_bytes());
+        value.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        value.extend_from_slice(bytes);
+    }
+    value
+}
 const PROVIDER_WALLET_FREE: u64 = 3;
 
 fn agent(wallet: AccountId) -> AgentRecord {
@@ -132,16 +166,29 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
                 .unwrap();
             // Skim 1 µ from the first charge's hub leg into its provider leg.
             let mut bookings = txn.open_table(BOOKINGS).unwrap();
-            let (key, mut booking) = bookings
+            let rows: Vec<(u128, Entries)> = bookings
                 .iter()
                 .unwrap()
-                .map(|entry| {
-                    let (key, value) = entry.unwrap();
-                    let booking: BookingRecord =
-                        decode("bookings", &key.value(), value.value()).unwrap();
-                    (key.value(), booking)
+                .map(|row| {
+                    let (key, value) = row.unwrap();
+                    (key.value(), bundle_entries(value.value()))
                 })
-                .find(|(_, booking)| booking.transfers[0].charge.is_some())
+                .collect();
+            let (bundle_key, mut entries, index, mut booking) = rows
+                .into_iter()
+                .find_map(|(bundle_key, entries)| {
+                    let found = entries
+                        .iter()
+                        .enumerate()
+                        .find_map(|(index, (key, bytes))| {
+                            let booking: BookingRecord = decode("bookings", key, bytes).unwrap();
+                            booking.transfers[0]
+                                .charge
+                                .is_some()
+                                .then_some((index, booking))
+                        });
+                    found.map(|(index, booking)| (bundle_key, entries, index, booking))
+                })
                 .unwrap();
             for leg in &mut booking.transfers[..2] {
                 leg.amount = if leg.kind == 2 {
@@ -150,8 +197,9 @@ async fn verify_reports_a_tampered_balance_and_a_broken_split() {
                     leg.amount - 1
                 };
             }
+            entries[index].1 = encode(&booking).unwrap();
             bookings
-                .insert(key, encode(&booking).unwrap().as_slice())
+                .insert(bundle_key, bundle_of(&entries).as_slice())
                 .unwrap();
         }
         txn.commit().unwrap();
@@ -286,13 +334,75 @@ async fn history_reads_newest_first_and_a_cursor_may_fall_inside_a_charge() {
     store.shutdown().await;
 }
 
-/// Rewrites a schema-2 file the way a schema-1 build laid it out: one row per
-/// transfer in `transfers`, `(wallet, transfer id)` in `wallet_transfers`.
-fn downgrade_to_schema_1(path: &Path) {
+fn schema_version(path: &Path) -> u64 {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .unwrap()
+        .value()
+}
+
+/// Rewrites a schema-3 file the way a schema-2 build laid it out: one
+/// `wallet_bookings` row per (wallet, booking) and one `idempotency_log` row
+/// per record. Reads the runs and bundles by their documented formats
+/// (`src/store/wallet_runs.rs`, `src/store/idempotency_bundles.rs`).
+fn downgrade_to_schema_2(path: &Path) {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     {
-        let bookings = txn.open_table(BOOKINGS).unwrap();
+        let runs = txn.open_table(WALLET_RUNS).unwrap();
+        let mut index = txn.open_table(WALLET_BOOKINGS_V2).unwrap();
+        for entry in runs.iter().unwrap() {
+            let (key, value) = entry.unwrap();
+            let (wallet, first) = key.value();
+            let keys: Vec<u128> = value
+                .value()
+                .chunks_exact(16)
+                .map(|chunk| u128::from_le_bytes(chunk.try_into().unwrap()))
+                .collect();
+            assert_eq!(keys[0], first);
+            for booking in keys {
+                index.insert((wallet, booking), ()).unwrap();
+            }
+        }
+        for (bundled, rows) in [
+            (BOOKINGS, BOOKINGS_V2),
+            (IDEMPOTENCY_BUNDLES, IDEMPOTENCY_V2),
+        ] {
+            let bundled = txn.open_table(bundled).unwrap();
+            let mut rows = txn.open_table(rows).unwrap();
+            for entry in bundled.iter().unwrap() {
+                let (bundle_key, value) = entry.unwrap();
+                let entries = bundle_entries(value.value());
+                assert_eq!(entries[0].0, bundle_key.value());
+                for (key, bytes) in entries {
+                    rows.insert(key, bytes.as_slice()).unwrap();
+                }
+            }
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 2)
+            .unwrap();
+    }
+    for table in [BOOKINGS, IDEMPOTENCY_BUNDLES] {
+        txn.delete_table(table).unwrap();
+    }
+    txn.delete_table(WALLET_RUNS).unwrap();
+    txn.commit().unwrap();
+}
+
+/// Rewrites a schema-3 file the way a schema-1 build laid it out: one row per
+/// transfer in `transfers`, `(wallet, transfer id)` in `wallet_transfers`.
+fn downgrade_to_schema_1(path: &Path) {
+    downgrade_to_schema_2(path);
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let bookings = txn.open_table(BOOKINGS_V2).unwrap();
         let mut transfers = txn.open_table(TRANSFERS_V1).unwrap();
         let mut index = txn.open_table(WALLET_TRANSFERS_V1).unwrap();
         for entry in bookings.iter().unwrap() {
@@ -314,9 +424,89 @@ fn downgrade_to_schema_1(path: &Path) {
             .insert("schema_version", 1)
             .unwrap();
     }
-    txn.delete_table(BOOKINGS).unwrap();
-    txn.delete_table(WALLET_BOOKINGS).unwrap();
+    txn.delete_table(BOOKINGS_V2).unwrap();
+    txn.delete_table(WALLET_BOOKINGS_V2).unwrap();
     txn.commit().unwrap();
+}
+
+fn stored_answer(request_key: &str, expires_at_s: i64) -> IdempotencyRecord {
+    IdempotencyRecord {
+        agent_id: "jecp_ag_1000".into(),
+        request_key: request_key.into(),
+        fingerprint: [3; 32],
+        http_status: 200,
+        body: format!("{{\"id\":\"{request_key}\"}}").into_bytes(),
+        headers: vec![("x-request-id".into(), request_key.into())],
+        created_at_s: 1,
+        expires_at_s,
+    }
+}
+
+async fn read_answer(store: &Store, request_key: &str) -> Option<IdempotencyRecord> {
+    match store
+        .execute(Command::ReadIdempotency {
+            agent_id: "jecp_ag_1000".into(),
+            request_key: request_key.into(),
+        })
+        .await
+    {
+        Ok(Reply::Stored(record)) => record,
+        other => panic!("idempotency read failed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_schema_2_store_is_upgraded_in_place_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let answers: Vec<IdempotencyRecord> = (0..5)
+        .map(|index| stored_answer(&format!("req-{index}"), i64::MAX - index))
+        .collect();
+    let before = {
+        let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        for answer in &answers {
+            assert_eq!(
+                store.execute(Command::PutIdempotency(answer.clone())).await,
+                Ok(Reply::Done)
+            );
+        }
+        let rows = history(&store, None, 100).await;
+        store.shutdown().await;
+        rows
+    };
+    let path = dir.path().join(DATABASE_FILE);
+    downgrade_to_schema_2(&path);
+    assert_eq!(schema_version(&path), 2);
+
+    let (store, loaded) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(loaded.idempotency, answers);
+    assert_eq!(history(&store, None, 100).await, before);
+    for answer in &answers {
+        assert_eq!(
+            read_answer(&store, &answer.request_key).await.as_ref(),
+            Some(answer)
+        );
+    }
+    assert_eq!(read_answer(&store, "req-none").await, None);
+    store.shutdown().await;
+    assert_eq!(schema_version(&path), 3);
+    let report = admin::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.transfers, TRANSFERS_WRITTEN);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(
+        txn.open_table(BOOKINGS_V2).is_err(),
+        "schema 2's bookings are gone"
+    );
+    assert!(
+        txn.open_table(WALLET_BOOKINGS_V2).is_err(),
+        "schema 2's index is gone"
+    );
+    assert!(
+        txn.open_table(IDEMPOTENCY_V2).is_err(),
+        "schema 2's log is gone"
+    );
 }
 
 #[tokio::test]
@@ -344,17 +534,10 @@ async fn a_schema_1_store_is_upgraded_in_place_with_nothing_lost() {
         String::from_utf8(again).unwrap(),
         String::from_utf8(exported).unwrap()
     );
+    assert_eq!(schema_version(&path), 3);
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_read().unwrap();
-        let version = txn
-            .open_table(META)
-            .unwrap()
-            .get("schema_version")
-            .unwrap()
-            .unwrap()
-            .value();
-        assert_eq!(version, 2);
         assert!(
             txn.open_table(TRANSFERS_V1).is_err(),
             "the schema-1 table is gone"

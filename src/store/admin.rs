@@ -10,10 +10,11 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use serde_json::{Value, json};
 
 use super::StoreError;
+use super::bundles;
 use super::tables::{self, DATABASE_FILE, redb_error};
 use crate::ledger::{AccountKind, Transfer, Violation};
 
@@ -182,10 +183,8 @@ pub fn export(
     };
     let mut written = 0u64;
     if let Some(table) = table {
-        for entry in table.iter().map_err(|e| redb_error("ledger export", e))? {
-            let (key, value) = entry.map_err(|e| redb_error("ledger export", e))?;
-            let key = key.value();
-            for transfer in tables::decode_booking(key, value.value())? {
+        bundles::for_each(tables::BOOKINGS, &table, |key, value| {
+            for transfer in tables::decode_booking(key, value)? {
                 match &mut sink {
                     Sink::Csv(writer) => writer
                         .write_record(csv_row(&transfer))
@@ -198,7 +197,8 @@ pub fn export(
                 }
                 written += 1;
             }
-        }
+            Ok(())
+        })?;
     }
     match sink {
         Sink::Csv(mut writer) => writer.flush().map_err(export_error)?,

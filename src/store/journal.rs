@@ -15,9 +15,12 @@
 //! Each record is the complete set of rows one writer batch puts into redb
 //! (account rows, bookings, wallet-index entries, agents, idempotency and
 //! nonce log rows, sweeps), numbered by the batch's `commit_seq`. The rows
-//! are already encoded exactly as redb stores them, so applying a record is a
-//! sequence of inserts with no decision left to make (a schema-1 transfer row
-//! is re-encoded as a booking of its own): replay is deterministic.
+//! are already encoded as redb stores them, so applying a record is a
+//! sequence of inserts with no decision left to make: replay is
+//! deterministic. (A schema-1 transfer row is re-encoded as a booking of its
+//! own; wallet-index entries and idempotency records are packed into runs and
+//! bundles as a checkpoint applies them, so how many rows they take depends
+//! on how records are grouped into checkpoints, never what they hold.)
 //!
 //! ```text
 //! record  = magic "JNL1" (4) | payload_len u32 | commit_seq u64 | crc32 u32 | payload
@@ -66,10 +69,12 @@ use std::path::{Path, PathBuf};
 
 use redb::WriteTransaction;
 
+use super::bundles::BundleWriter;
 use super::fault::FaultSwitch;
 use super::tables::{self, redb_error};
+use super::wallet_runs::{RunWriter, WALLET_RUNS};
 use super::{StoreError, records};
-use crate::records::{IdempotencyRecord, NonceRecord};
+use crate::records::NonceRecord;
 
 /// The two journal files inside the data directory, beside the redb file.
 /// The writer appends to one while the other's batches are checkpointed into
@@ -311,8 +316,8 @@ fn apply_records<'r>(
     let mut bookings = txn
         .open_table(tables::BOOKINGS)
         .map_err(|e| redb_error(context, e))?;
-    let mut wallet_index = txn
-        .open_table(tables::WALLET_BOOKINGS)
+    let mut wallet_runs = txn
+        .open_table(WALLET_RUNS)
         .map_err(|e| redb_error(context, e))?;
     let mut agents = txn
         .open_table(tables::AGENTS)
@@ -327,6 +332,12 @@ fn apply_records<'r>(
     // (`total_calls`); only the last of each reaches redb.
     let mut latest_accounts: BTreeMap<u64, &'r [u8]> = BTreeMap::new();
     let mut latest_agents: BTreeMap<&'r str, &'r [u8]> = BTreeMap::new();
+    // Bookings, idempotency records and wallet-index entries are packed many
+    // to a row (see `bundles`, `wallet_runs`): an insert per bundle and per
+    // wallet instead of three per call.
+    let mut booking_bundles = BundleWriter::new(tables::BOOKINGS);
+    let mut idempotency_bundles = BundleWriter::new(tables::IDEMPOTENCY);
+    let mut runs = RunWriter::default();
     let mut applied_seq = disk_seq;
     for record in records {
         let seq = record_seq(record);
@@ -351,23 +362,17 @@ fn apply_records<'r>(
                 }
                 ROW_BOOKING => {
                     let key = cursor.u128()?;
-                    bookings
-                        .insert(key, cursor.blob()?)
-                        .map_err(|e| redb_error(context, e))?;
+                    booking_bundles.push(&mut bookings, key, cursor.blob()?)?;
                 }
                 ROW_TRANSFER_V1 => {
                     let id = cursor.u128()?;
                     let booking = tables::booking_of_v1_transfer("journal", id, cursor.blob()?)?;
-                    bookings
-                        .insert(id, booking.as_slice())
-                        .map_err(|e| redb_error(context, e))?;
+                    booking_bundles.push(&mut bookings, id, &booking)?;
                 }
                 ROW_WALLET_INDEX => {
                     let account = cursor.u64()?;
                     let booking = cursor.u128()?;
-                    wallet_index
-                        .insert((account, booking), ())
-                        .map_err(|e| redb_error(context, e))?;
+                    runs.push(&mut wallet_runs, account, booking)?;
                 }
                 ROW_AGENT => {
                     let key = cursor.blob()?;
@@ -377,9 +382,7 @@ fn apply_records<'r>(
                 }
                 ROW_IDEMPOTENCY => {
                     let key = cursor.u128()?;
-                    idempotency
-                        .insert(key, cursor.blob()?)
-                        .map_err(|e| redb_error(context, e))?;
+                    idempotency_bundles.push(&mut idempotency, key, cursor.blob()?)?;
                 }
                 ROW_NONCE => {
                     let key = cursor.u128()?;
@@ -390,16 +393,8 @@ fn apply_records<'r>(
                 ROW_SWEEP => {
                     let now_s = cursor.u64()? as i64;
                     // Unreadable rows are kept: deleting is never the way to handle them.
-                    idempotency
-                        .retain(|key, value| {
-                            records::decode::<IdempotencyRecord>(
-                                "idempotency_log",
-                                &format_args!("{key:032x}"),
-                                value,
-                            )
-                            .map_or(true, |record| record.expires_at_s > now_s)
-                        })
-                        .map_err(|e| redb_error(context, e))?;
+                    idempotency_bundles.flush(&mut idempotency)?;
+                    tables::sweep_idempotency(&mut idempotency, now_s)?;
                     nonces
                         .retain(|key, value| {
                             records::decode::<NonceRecord>(
@@ -416,6 +411,9 @@ fn apply_records<'r>(
         }
         applied_seq = seq;
     }
+    booking_bundles.flush(&mut bookings)?;
+    idempotency_bundles.flush(&mut idempotency)?;
+    runs.finish(&mut wallet_runs)?;
     let mut accounts = txn
         .open_table(tables::ACCOUNTS)
         .map_err(|e| redb_error(context, e))?;
@@ -617,8 +615,10 @@ mod tests {
     fn record(seq: u64, rows: u8) -> Vec<u8> {
         let mut builder = RecordBuilder::new(Vec::new(), seq);
         for i in 0..rows {
-            builder.booking(u128::from(i), &[i; 7]);
-            builder.wallet_index(u64::from(i), u128::from(i));
+            // Booking keys grow with the record, as transfer ids do.
+            let key = (u128::from(seq) << 8) | u128::from(i);
+            builder.booking(key, &[i; 7]);
+            builder.wallet_index(u64::from(i), key);
         }
         builder.finish().unwrap()
     }
@@ -834,12 +834,15 @@ mod tests {
 
         let txn = db.begin_read().unwrap();
         let bookings = txn.open_table(tables::BOOKINGS).unwrap();
-        let stored = bookings.get(77).unwrap().unwrap();
-        let transfers = tables::decode_booking(77, stored.value()).unwrap();
+        let transfers = crate::store::bundles::find(tables::BOOKINGS, &bookings, 77, |value| {
+            tables::decode_booking(77, value)
+        })
+        .unwrap()
+        .unwrap();
         assert_eq!(transfers.len(), 1);
         assert_eq!(transfers[0].reference.as_deref(), Some("stripe:pi_9"));
-        let index = txn.open_table(tables::WALLET_BOOKINGS).unwrap();
-        assert!(index.get((1_000, 77)).unwrap().is_some());
+        let runs = txn.open_table(WALLET_RUNS).unwrap();
+        assert!(runs.get((1_000, 77)).unwrap().is_some());
     }
 
     #[test]

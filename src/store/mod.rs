@@ -51,10 +51,12 @@
 //!   `/health`.
 
 pub mod admin;
+mod bundles;
 pub mod fault;
 mod journal;
 pub mod records;
 mod tables;
+mod wallet_runs;
 mod writer;
 
 use std::fmt;
@@ -527,7 +529,7 @@ pub(super) fn initialize(db: &redb::Database) -> Result<(), StoreError> {
             .map_err(|e| tables::redb_error(context, e))?;
         txn.open_table(tables::NONCES)
             .map_err(|e| tables::redb_error(context, e))?;
-        txn.open_table(tables::WALLET_BOOKINGS)
+        txn.open_table(wallet_runs::WALLET_RUNS)
             .map_err(|e| tables::redb_error(context, e))?;
     }
     txn.commit().map_err(|e| tables::redb_error(context, e))

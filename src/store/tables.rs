@@ -4,14 +4,16 @@
 //! |---|---|---|
 //! | `agents` | agent_id | `AgentRecord` |
 //! | `accounts` | account number (u64) | `AccountRecord` (posted balances, counters) |
-//! | `bookings` | first transfer id (u128, time-ordered) | `BookingRecord`: a charge's legs or one credit; append-only, never updated |
-//! | `wallet_bookings` | (wallet, booking key) | none: the bookings touching each wallet |
-//! | `idempotency_log` | [`log_key`] (commit, index) | `IdempotencyRecord` (looked up through memory) |
+//! | `booking_bundles` | first entry's key | bundled ([`super::bundles`]): `BookingRecord`s (a charge's legs or one credit) by first transfer id (u128, time-ordered); append-only, never updated |
+//! | `wallet_booking_runs` | (wallet, first booking key) | the bookings touching each wallet, a run of keys a row ([`super::wallet_runs`]) |
+//! | `idempotency_bundles` | first entry's key | bundled: `IdempotencyRecord`s by [`log_key`] (looked up through memory) |
 //! | `nonce_log` | [`log_key`] (commit, index) | `NonceRecord` |
 //! | `meta` | name | u64 (`schema_version`, `commit_seq`) |
 //!
 //! Schema 1 stored one row per transfer (`transfers`, `wallet_transfers`);
-//! [`upgrade_schema`] turns such a file into schema 2 in place.
+//! schema 2 one row per booking (`bookings`), per wallet-index entry
+//! (`wallet_bookings`) and per idempotency record (`idempotency_log`).
+//! [`upgrade_schema`] brings such a file to schema 3 in place.
 //!
 //! Account rows are a cache of what the transfers imply: loading replays
 //! every transfer and reports any row that disagrees, so a torn or tampered
@@ -20,11 +22,14 @@
 use std::collections::BTreeMap;
 
 use redb::{
-    ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
+    ReadTransaction, ReadableTable, Table, TableDefinition, TableError, TableHandle,
+    WriteTransaction,
 };
 
 use super::StoreError;
+use super::bundles::{self, BundleTable, BundleWriter};
 use super::records::{AccountRecord, BookingRecord, TransferRecord, decode, encode};
+use super::wallet_runs::{self, RUN_KEYS_MAX, WALLET_RUNS};
 use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
 use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
 use crate::money::Micros;
@@ -32,21 +37,28 @@ use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-/// The transfer log, one row per booking (see [`BookingRecord`]).
-pub const BOOKINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
-/// Idempotency records and provenance nonces are logs keyed by write order
-/// ([`log_key`]), not by `(agent, id)`: appends touch the last leaf page only,
-/// where random keys would dirty one page per record and multiply the bytes
-/// every commit must fsync. Lookups happen in memory; the file is read once at
-/// start-up, and the periodic sweep deletes expired rows.
-pub const IDEMPOTENCY: TableDefinition<u128, &[u8]> = TableDefinition::new("idempotency_log");
+/// The transfer log: bookings (see [`BookingRecord`]) under their first
+/// transfer id, bundled ([`super::bundles`]).
+pub const BOOKINGS: BundleTable = TableDefinition::new("booking_bundles");
+/// Stored answers ([`IdempotencyRecord`]) under the [`log_key`] the writer
+/// gave them, bundled. Keyed by write order, not by `(agent, request key)`:
+/// appends touch the last leaf page only, where random keys would dirty a
+/// page per record. Lookups go through the writer's in-memory index; the
+/// table is read whole once at start-up, and the periodic sweep deletes
+/// expired records.
+pub const IDEMPOTENCY: BundleTable = TableDefinition::new("idempotency_bundles");
+/// Provenance nonces: a log keyed by write order like [`IDEMPOTENCY`], a
+/// row per nonce (they are rare: only provenance-signed calls write one).
 pub const NONCES: TableDefinition<u128, &[u8]> = TableDefinition::new("nonce_log");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Index of the bookings that touch each wallet, `(wallet, booking key)`, so an
-/// agent's history is a range scan instead of a walk over the whole log.
-pub const WALLET_BOOKINGS: TableDefinition<(u64, u128), ()> =
-    TableDefinition::new("wallet_bookings");
 
+/// Schema 2's tables: the transfer log, one row per booking...
+const BOOKINGS_V2: TableDefinition<u128, &[u8]> = TableDefinition::new("bookings");
+/// ...its wallet index, `(wallet, booking key)`...
+const WALLET_BOOKINGS_V2: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("wallet_bookings");
+/// ...and the idempotency log, one row per record.
+const IDEMPOTENCY_V2: TableDefinition<u128, &[u8]> = TableDefinition::new("idempotency_log");
 /// Schema 1's transfer log, one row per transfer (`TransferRecord`)...
 const TRANSFERS_V1: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
 /// ...and its wallet index, `(wallet, transfer id)`.
@@ -54,7 +66,7 @@ const WALLET_TRANSFERS_V1: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("wallet_transfers");
 
 /// The table layout version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// Incremented by every commit; compared after a failed commit to learn
 /// what actually reached the file.
@@ -222,18 +234,14 @@ pub fn read_state(
     if let Some(bookings) = open_table(txn, BOOKINGS)? {
         let mut group: Vec<Transfer> = Vec::with_capacity(3);
         let mut last_id: Option<u128> = None;
-        for entry in bookings
-            .iter()
-            .map_err(|e| redb_error("reading bookings", e))?
-        {
-            let (key, value) = entry.map_err(|e| redb_error("reading bookings", e))?;
-            let key = key.value();
+        let name = BOOKINGS.name();
+        bundles::for_each(BOOKINGS, &bookings, |key, value| {
             if last_id.is_some_and(|last| key <= last) {
                 return Err(StoreError::Corrupt(format!(
-                    "table `bookings` key {key:032x}: overlaps the booking before it"
+                    "table `{name}` key {key:032x}: overlaps the booking before it"
                 )));
             }
-            for transfer in decode_booking(key, value.value())? {
+            for transfer in decode_booking(key, value)? {
                 last_id = Some(transfer.id.0);
                 transfer_count += 1;
                 match ledger.replay_transfer(&transfer) {
@@ -247,7 +255,7 @@ pub fn read_state(
                     }
                     Err(error) => {
                         return Err(StoreError::Corrupt(format!(
-                            "table `bookings` key {key:032x}: cannot replay transfer {:032x}: {error}",
+                            "table `{name}` key {key:032x}: cannot replay transfer {:032x}: {error}",
                             transfer.id.0
                         )));
                     }
@@ -260,7 +268,8 @@ pub fn read_state(
                 }
                 group.push(transfer);
             }
-        }
+            Ok(())
+        })?;
         violations.extend(verify_transfers(&group));
     }
 
@@ -397,39 +406,41 @@ fn read_idempotency_log(
     ),
     StoreError,
 > {
-    let name = "idempotency_log";
+    let name = IDEMPOTENCY.name();
     let (mut index, mut kept, mut cold) = (IdempotencyIndex::new(), Vec::new(), Vec::new());
     let Some(table) = open_table(txn, IDEMPOTENCY)? else {
         return Ok((index, kept, cold));
     };
     let mut budget_left = bodies_bytes_max;
-    for entry in table
+    for row in table
         .iter()
         .map_err(|e| redb_error(&format!("reading {name}"), e))?
         .rev()
     {
-        let (key, value) = entry.map_err(|e| redb_error(&format!("reading {name}"), e))?;
-        let key = key.value();
-        let record: IdempotencyRecord = decode(name, &format_args!("{key:032x}"), value.value())?;
-        let index_key = index.key_of(&record.agent_id, &record.request_key);
-        if index.locations.contains_key(&index_key) {
-            // A newer record under the same key (the old one expired) wins.
-            continue;
-        }
-        index.insert(index_key, (key, record.expires_at_s));
-        let bytes = crate::records::response_memory_bytes(record.body.len(), &record.headers);
-        if cold.is_empty() && bytes <= budget_left {
-            budget_left -= bytes;
-            kept.push(record);
-        } else {
-            // Once one body is left out, every older one is too: memory
-            // keeps a contiguous newest stretch, as the Hub's table does.
-            cold.push(ColdIdempotencyKey {
-                agent_id: record.agent_id,
-                request_key: record.request_key,
-                fingerprint: record.fingerprint,
-                expires_at_s: record.expires_at_s,
-            });
+        let (bundle_key, value) = row.map_err(|e| redb_error(&format!("reading {name}"), e))?;
+        let entries = bundles::entries(IDEMPOTENCY, bundle_key.value(), value.value())?;
+        for (key, record) in entries.into_iter().rev() {
+            let record: IdempotencyRecord = decode(name, &format_args!("{key:032x}"), record)?;
+            let index_key = index.key_of(&record.agent_id, &record.request_key);
+            if index.locations.contains_key(&index_key) {
+                // A newer record under the same key (the old one expired) wins.
+                continue;
+            }
+            index.insert(index_key, (key, record.expires_at_s));
+            let bytes = crate::records::response_memory_bytes(record.body.len(), &record.headers);
+            if cold.is_empty() && bytes <= budget_left {
+                budget_left -= bytes;
+                kept.push(record);
+            } else {
+                // Once one body is left out, every older one is too: memory
+                // keeps a contiguous newest stretch, as the Hub's table does.
+                cold.push(ColdIdempotencyKey {
+                    agent_id: record.agent_id,
+                    request_key: record.request_key,
+                    fingerprint: record.fingerprint,
+                    expires_at_s: record.expires_at_s,
+                });
+            }
         }
     }
     kept.reverse();
@@ -445,18 +456,18 @@ pub fn read_idempotency(
     let Some(table) = open_table(txn, IDEMPOTENCY)? else {
         return Ok(None);
     };
-    let value = table
-        .get(key)
-        .map_err(|e| redb_error("reading an idempotency record", e))?;
-    value
-        .map(|value| {
-            decode(
-                "idempotency_log",
-                &format_args!("{key:032x}"),
-                value.value(),
-            )
-        })
-        .transpose()
+    bundles::find(IDEMPOTENCY, &table, key, |record| {
+        decode(IDEMPOTENCY.name(), &format_args!("{key:032x}"), record)
+    })
+}
+
+/// Deletes the idempotency records expired at `now_s`. Unreadable records
+/// are kept: deleting is never the way to handle them.
+pub fn sweep_idempotency(table: &mut Table<u128, &[u8]>, now_s: i64) -> Result<(), StoreError> {
+    bundles::retain(IDEMPOTENCY, table, |key, record| {
+        decode::<IdempotencyRecord>(IDEMPOTENCY.name(), &format_args!("{key:032x}"), record)
+            .map_or(true, |record| record.expires_at_s > now_s)
+    })
 }
 
 /// Every row of a write-ordered log table, with its log key, oldest first.
@@ -497,33 +508,28 @@ pub fn wallet_history(
     before: Option<u128>,
     limit: usize,
 ) -> Result<Vec<Transfer>, StoreError> {
-    let context = "reading wallet history";
-    let (Some(index), Some(bookings)) = (
-        open_table(txn, WALLET_BOOKINGS)?,
-        open_table(txn, BOOKINGS)?,
-    ) else {
+    let (Some(runs), Some(bookings)) = (open_table(txn, WALLET_RUNS)?, open_table(txn, BOOKINGS)?)
+    else {
         return Ok(Vec::new());
     };
     let upper = before.unwrap_or(u128::MAX);
     let mut history = Vec::with_capacity(limit);
     // A booking's key is its smallest id: those below `upper` may still hold
     // legs at or above it (a page boundary inside a charge), filtered below.
-    for entry in index
-        .range((wallet.0, 0u128)..(wallet.0, upper))
-        .map_err(|e| redb_error(context, e))?
-        .rev()
-    {
+    for key in wallet_runs::bookings_below(&runs, wallet.0, upper)? {
         if history.len() >= limit {
             break;
         }
-        let (index_key, _) = entry.map_err(|e| redb_error(context, e))?;
-        let (_, key) = index_key.value();
-        let Some(value) = bookings.get(key).map_err(|e| redb_error(context, e))? else {
+        let key = key?;
+        let Some(booking) =
+            bundles::find(BOOKINGS, &bookings, key, |value| decode_booking(key, value))?
+        else {
             return Err(StoreError::Corrupt(format!(
-                "table `wallet_bookings` names missing booking {key:032x}"
+                "table `{}` names missing booking {key:032x}",
+                WALLET_RUNS.name()
             )));
         };
-        let newest_first = decode_booking(key, value.value())?.into_iter().rev();
+        let newest_first = booking.into_iter().rev();
         history.extend(
             newest_first
                 .filter(|transfer| {
@@ -543,7 +549,7 @@ pub fn decode_booking(key: u128, value: &[u8]) -> Result<Vec<Transfer>, StoreErr
         .map_err(|detail| StoreError::Corrupt(format!("table `bookings` key {key:032x}: {detail}")))
 }
 
-/// The wallets a booking touches, each once, for [`WALLET_BOOKINGS`].
+/// The wallets a booking touches, each once, for [`WALLET_RUNS`].
 pub fn booking_wallets(transfers: &[Transfer]) -> impl Iterator<Item = u64> + '_ {
     let mut seen: Vec<u64> = Vec::with_capacity(2);
     transfers
@@ -568,53 +574,127 @@ pub fn booking_of_v1_transfer(source: &str, id: u128, value: &[u8]) -> Result<Ve
 }
 
 /// Brings a file written under schema `from` up to [`SCHEMA_VERSION`] inside
-/// `txn` (the caller commits, so a crash leaves the old file untouched).
+/// `txn` (the caller commits, so a crash leaves the old file untouched), one
+/// schema step after another.
+pub fn upgrade_schema(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    if from < 2 {
+        upgrade_1_to_2(txn)?;
+    }
+    if from < 3 {
+        upgrade_2_to_3(txn)?;
+    }
+    Ok(())
+}
+
+/// Opens a table of an older schema for the upgrade; `None` if the file never had it.
+fn open_old_table<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<K, V>,
+    context: &str,
+) -> Result<Option<redb::Table<'t, K, V>>, StoreError> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(redb_error(context, e)),
+    }
+}
+
 /// Schema 1 → 2: every transfer becomes a booking of its own (its key stays
 /// the transfer id, so the wallet index rows carry over unchanged).
-pub fn upgrade_schema(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
-    if from >= SCHEMA_VERSION {
-        return Ok(());
-    }
+fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
     let context = "upgrading the store from schema 1";
     let mut bookings = txn
-        .open_table(BOOKINGS)
+        .open_table(BOOKINGS_V2)
         .map_err(|e| redb_error(context, e))?;
     let mut wallet_bookings = txn
-        .open_table(WALLET_BOOKINGS)
+        .open_table(WALLET_BOOKINGS_V2)
         .map_err(|e| redb_error(context, e))?;
     let mut moved = 0u64;
-    match txn.open_table(TRANSFERS_V1) {
-        Ok(transfers) => {
-            for entry in transfers.iter().map_err(|e| redb_error(context, e))? {
-                let (key, value) = entry.map_err(|e| redb_error(context, e))?;
-                let key = key.value();
-                let booking = booking_of_v1_transfer("transfers", key, value.value())?;
-                bookings
-                    .insert(key, booking.as_slice())
-                    .map_err(|e| redb_error(context, e))?;
-                moved += 1;
-            }
+    if let Some(transfers) = open_old_table(txn, TRANSFERS_V1, context)? {
+        for entry in transfers.iter().map_err(|e| redb_error(context, e))? {
+            let (key, value) = entry.map_err(|e| redb_error(context, e))?;
+            let key = key.value();
+            let booking = booking_of_v1_transfer("transfers", key, value.value())?;
+            bookings
+                .insert(key, booking.as_slice())
+                .map_err(|e| redb_error(context, e))?;
+            moved += 1;
         }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(redb_error(context, e)),
     }
-    match txn.open_table(WALLET_TRANSFERS_V1) {
-        Ok(index) => {
-            for entry in index.iter().map_err(|e| redb_error(context, e))? {
-                let (key, _) = entry.map_err(|e| redb_error(context, e))?;
-                wallet_bookings
-                    .insert(key.value(), ())
-                    .map_err(|e| redb_error(context, e))?;
-            }
+    if let Some(index) = open_old_table(txn, WALLET_TRANSFERS_V1, context)? {
+        for entry in index.iter().map_err(|e| redb_error(context, e))? {
+            let (key, _) = entry.map_err(|e| redb_error(context, e))?;
+            wallet_bookings
+                .insert(key.value(), ())
+                .map_err(|e| redb_error(context, e))?;
         }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(redb_error(context, e)),
     }
+    drop((bookings, wallet_bookings));
     txn.delete_table(TRANSFERS_V1)
         .map_err(|e| redb_error(context, e))?;
     txn.delete_table(WALLET_TRANSFERS_V1)
         .map_err(|e| redb_error(context, e))?;
     tracing::info!(transfers = moved, "store upgraded from schema 1 to 2");
+    Ok(())
+}
+
+/// Schema 2 → 3: bookings and idempotency records are bundled, the wallet
+/// index becomes runs; every key, transfer id and log key stays.
+fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let context = "upgrading the store from schema 2";
+    let mut moved = [0u64; 3];
+    for (old, new, moved_index) in [
+        (BOOKINGS_V2, BOOKINGS, 0usize),
+        (IDEMPOTENCY_V2, IDEMPOTENCY, 1),
+    ] {
+        let Some(old_log) = open_old_table(txn, old, context)? else {
+            continue;
+        };
+        let mut bundled = txn.open_table(new).map_err(|e| redb_error(context, e))?;
+        let mut writer = BundleWriter::new(new);
+        for entry in old_log.iter().map_err(|e| redb_error(context, e))? {
+            let (key, value) = entry.map_err(|e| redb_error(context, e))?;
+            writer.push(&mut bundled, key.value(), value.value())?;
+            moved[moved_index] += 1;
+        }
+        writer.flush(&mut bundled)?;
+    }
+    if let Some(old_index) = open_old_table(txn, WALLET_BOOKINGS_V2, context)? {
+        let mut runs = txn
+            .open_table(WALLET_RUNS)
+            .map_err(|e| redb_error(context, e))?;
+        // Rows come sorted by (wallet, booking): cut a run at each new wallet
+        // and at the size bound.
+        let mut run: Vec<u128> = Vec::with_capacity(RUN_KEYS_MAX);
+        let mut run_wallet = None;
+        for entry in old_index.iter().map_err(|e| redb_error(context, e))? {
+            let (key, _) = entry.map_err(|e| redb_error(context, e))?;
+            let (wallet, booking) = key.value();
+            if run_wallet != Some(wallet) || run.len() == RUN_KEYS_MAX {
+                if let Some(previous) = run_wallet.filter(|_| !run.is_empty()) {
+                    wallet_runs::write_run(&mut runs, previous, &run)?;
+                }
+                run.clear();
+                run_wallet = Some(wallet);
+            }
+            run.push(booking);
+            moved[2] += 1;
+        }
+        if let Some(wallet) = run_wallet.filter(|_| !run.is_empty()) {
+            wallet_runs::write_run(&mut runs, wallet, &run)?;
+        }
+    }
+    for old in [BOOKINGS_V2, IDEMPOTENCY_V2] {
+        txn.delete_table(old).map_err(|e| redb_error(context, e))?;
+    }
+    txn.delete_table(WALLET_BOOKINGS_V2)
+        .map_err(|e| redb_error(context, e))?;
+    tracing::info!(
+        bookings = moved[0],
+        idempotency_records = moved[1],
+        wallet_index_entries = moved[2],
+        "store upgraded from schema 2 to 3"
+    );
     Ok(())
 }
 

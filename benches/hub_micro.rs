@@ -111,7 +111,7 @@ fn idempotency(c: &mut Criterion) {
     runtime.block_on(async {
         for key in &keys {
             match table
-                .claim(AGENT_ID, key, print, NOW_S, Duration::from_secs(1))
+                .claim(AGENT_ID, key, print, NOW_S, Duration::from_secs(1), true)
                 .await
             {
                 Ok(Claim::Leader(guard)) => guard.finish(stored(print)),
@@ -135,7 +135,7 @@ fn idempotency(c: &mut Criterion) {
                     let key = &keys[next % STORED_RESPONSES];
                     next = next.wrapping_add(7_919);
                     let claim = table
-                        .claim(AGENT_ID, key, print, NOW_S, Duration::from_secs(1))
+                        .claim(AGENT_ID, key, print, NOW_S, Duration::from_secs(1), true)
                         .await;
                     assert!(matches!(claim, Ok(Claim::Replay(_))));
                 }

@@ -1,21 +1,24 @@
 //! The 128-bit keyed name of an idempotency key `(agent_id, request_key)`,
 //! and maps keyed by it.
 //!
-//! Two places hold every live idempotency key for its whole TTL (24 h by
-//! default, so millions of keys under load): the Hub's single-flight table
-//! ([`crate::hub::idempotency`]) and the store writer's index of the
-//! idempotency log. Keying them by two `String`s cost two heap allocations
-//! and about 100 B per key, one SipHash of both strings per map touched, and
-//! a SipHash of every key again each time a map grew. A [`KeyHash`] is
-//! computed once per request; the maps keyed by it ([`KeyHashMap`]) use its
-//! own bits as their hash and never hash a string again.
+//! The store's idempotency index ([`crate::store::IdempotencyIndex`]) holds
+//! every live idempotency key for its whole TTL (24 h by default, so millions
+//! of keys under load), and the Hub's single-flight table
+//! ([`crate::hub::idempotency`]) the ones in flight or recently answered.
+//! Keying them by two `String`s cost two heap allocations and about 100 B
+//! per key, one SipHash of both strings per map touched, and a SipHash of
+//! every key again each time a map grew. A [`KeyHash`] is computed once per
+//! request (both maps take it from the index's hasher); the maps keyed by it
+//! ([`KeyHashMap`]) use its own bits as their hash and never hash a string
+//! again.
 //!
 //! Collisions: the two 64-bit halves are SipHash-1-3 under two independent
 //! random keys drawn per process and never revealed, so a client cannot aim
 //! for a collision, and two distinct pairs share a name with probability
 //! about 2^-128 — across 10^10 live keys, any collision at all below 10^-18.
-//! Where a record is read back (the writer's index), its own key is still
-//! compared; in memory, a replay also needs an equal request fingerprint.
+//! Where a record is read back through the index, its own key and
+//! fingerprint are still compared; in memory, a replay also needs an equal
+//! request fingerprint.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};

@@ -3,9 +3,9 @@
 //!
 //! The table lives in memory; durability comes from the store, which writes
 //! each successful response in the same commit as its charge and hands the
-//! records back at start-up ([`IdempotencyTable::load`]). Keys are held by
-//! their 128-bit keyed name ([`crate::key_hash`]), computed once per claim:
-//! about 60 B per done key and no string hashed again when a map grows.
+//! newest records back at start-up ([`IdempotencyTable::load`]). Keys are
+//! held by their 128-bit keyed name ([`crate::key_hash`]), computed once per
+//! claim with the store index's hasher, so both maps share one name.
 //!
 //! A key is in one of two states:
 //! - **in flight**: a leader is executing it. Later arrivals with the same
@@ -19,15 +19,16 @@
 //!
 //! # Bounded memory
 //!
-//! Every live key stays in memory with its fingerprint and expiry, so a
-//! duplicate or a conflicting id is recognised without touching the store.
-//! Response bodies do not all stay: each shard keeps them for two
+//! Response bodies do not all stay in memory: each shard keeps them for two
 //! generations of at most `response_bytes_max / (2 × shards)` bytes each;
-//! when the newer generation fills up, the older one gives up its bodies
-//! (its keys become **cold**) and the newer one becomes the older. A replay
-//! of a cold key ([`Claim::Stored`]) reads the answer back from the store,
-//! which holds every stored answer for its whole TTL. Retries come soon
-//! after the first attempt, so they almost always find their body in memory.
+//! when the newer generation fills up, the older one is let go and the newer
+//! one becomes the older. A key whose body left memory is still known: the
+//! store's idempotency index ([`IdempotencyIndex`]), which the writer fills
+//! in the commit that stores each answer, holds every live key for its whole
+//! TTL, and the table asks it for any key it does not hold itself. Such a
+//! replay ([`Claim::Stored`]) reads the answer back from the store and checks
+//! its fingerprint there. Retries come soon after the first attempt, so they
+//! almost always find their body in memory.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -35,9 +36,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
+use crate::key_hash::{KeyHash, KeyHashMap};
 use crate::protocol::{ErrorCode, JecpError};
 use crate::records::IdempotencyRecord;
+use crate::store::IdempotencyIndex;
 
 const SHARD_COUNT: usize = 64;
 /// Default bound on the response bodies kept in memory (all shards).
@@ -74,14 +76,7 @@ struct InFlight {
     finished: watch::Receiver<()>,
 }
 
-/// A done key whose body was let go: the store has it.
-#[derive(Clone, Copy)]
-struct Cold {
-    fingerprint: [u8; 32],
-    expires_at_s: i64,
-}
-
-/// One shard: a key is in at most one of the four maps.
+/// One shard: a key is in at most one of the three maps.
 #[derive(Default)]
 struct Shard {
     in_flight: KeyHashMap<InFlight>,
@@ -90,8 +85,6 @@ struct Shard {
     newer_bytes: usize,
     /// Done, body kept: the generation before.
     older: KeyHashMap<Arc<StoredResponse>>,
-    /// Done, body in the store only.
-    cold: KeyHashMap<Cold>,
 }
 
 /// What a shard knows of a key.
@@ -99,7 +92,6 @@ enum Lookup {
     Absent,
     InFlight([u8; 32], watch::Receiver<()>),
     Kept(Arc<StoredResponse>),
-    Cold(Cold),
 }
 
 impl Shard {
@@ -107,22 +99,18 @@ impl Shard {
         if let Some(flight) = self.in_flight.get(&key) {
             return Lookup::InFlight(flight.fingerprint, flight.finished.clone());
         }
-        if let Some(stored) = self.newer.get(&key).or_else(|| self.older.get(&key)) {
-            return Lookup::Kept(stored.clone());
-        }
-        match self.cold.get(&key) {
-            Some(cold) => Lookup::Cold(*cold),
+        match self.newer.get(&key).or_else(|| self.older.get(&key)) {
+            Some(stored) => Lookup::Kept(stored.clone()),
             None => Lookup::Absent,
         }
     }
 
-    /// Removes every done trace of `key` (an expired or vanished answer).
+    /// Removes every done trace of `key` (an expired answer).
     fn forget(&mut self, key: KeyHash) {
         if let Some(stored) = self.newer.remove(&key) {
             self.newer_bytes = self.newer_bytes.saturating_sub(stored.memory_bytes());
         }
         self.older.remove(&key);
-        self.cold.remove(&key);
     }
 
     /// Records a done key, replacing any earlier answer under it.
@@ -146,31 +134,19 @@ impl Shard {
         generation_bytes_max: usize,
     ) {
         debug_assert!(
-            !self.newer.contains_key(&key)
-                && !self.older.contains_key(&key)
-                && !self.cold.contains_key(&key),
+            !self.newer.contains_key(&key) && !self.older.contains_key(&key),
             "a key lives in one map at a time"
         );
         if generation_bytes_max == 0 {
-            let cold = Cold {
-                fingerprint: stored.fingerprint,
-                expires_at_s: stored.expires_at_s,
-            };
-            self.cold.insert(key, cold);
             return;
         }
         self.newer_bytes += stored.memory_bytes();
         self.newer.insert(key, stored);
         if self.newer_bytes > generation_bytes_max {
-            // The older generation's bodies go; its emptied map, capacity
-            // kept, becomes the next newer one (no regrowing it each time).
-            self.cold.extend(self.older.drain().map(|(key, stored)| {
-                let cold = Cold {
-                    fingerprint: stored.fingerprint,
-                    expires_at_s: stored.expires_at_s,
-                };
-                (key, cold)
-            }));
+            // The older generation's bodies go (the store's index still knows
+            // their keys); its emptied map, capacity kept, becomes the next
+            // newer one (no regrowing it each time).
+            self.older.clear();
             std::mem::swap(&mut self.newer, &mut self.older);
             self.newer_bytes = 0;
         }
@@ -185,12 +161,11 @@ impl Shard {
             .map(|stored| stored.memory_bytes())
             .sum();
         self.older.retain(|_, stored| stored.expires_at_s > now_s);
-        self.cold.retain(|_, cold| cold.expires_at_s > now_s);
         before - self.done_len()
     }
 
     fn done_len(&self) -> usize {
-        self.newer.len() + self.older.len() + self.cold.len()
+        self.newer.len() + self.older.len()
     }
 }
 
@@ -199,10 +174,10 @@ impl Shard {
 pub enum Claim {
     /// Same key, same fingerprint, already answered: replay this.
     Replay(Arc<StoredResponse>),
-    /// Same key, same fingerprint, already answered, but the body is only in
-    /// the store: read it ([`crate::store::Command::ReadIdempotency`]) and
-    /// replay it; if the store no longer has it, [`IdempotencyTable::forget`]
-    /// the key and claim again.
+    /// Already answered, but the body is only in the store: read it
+    /// ([`crate::store::Command::ReadIdempotency`]), replay it if its
+    /// fingerprint is this request's (else 409); if the store no longer has
+    /// it, claim again with `consult_store` false.
     Stored,
     /// The caller now owns the key and must execute the request.
     Leader(LeaderGuard),
@@ -210,7 +185,8 @@ pub enum Claim {
 
 pub struct IdempotencyTable {
     shards: Vec<Mutex<Shard>>,
-    hasher: KeyHasher,
+    /// The store's index: names keys, and knows those without a body here.
+    index: Arc<IdempotencyIndex>,
     generation_bytes_max: usize,
 }
 
@@ -222,42 +198,27 @@ impl std::fmt::Debug for IdempotencyTable {
     }
 }
 
-impl Default for IdempotencyTable {
-    fn default() -> Self {
-        IdempotencyTable::with_response_bytes_max(RESPONSE_BYTES_MAX)
-    }
-}
-
 impl IdempotencyTable {
+    /// A table with an index of its own (nothing in a store behind it):
+    /// for tests and benchmarks of the table alone.
     pub fn new() -> Arc<IdempotencyTable> {
-        Arc::new(IdempotencyTable::default())
+        Arc::new(IdempotencyTable::with_store_index(
+            Arc::new(IdempotencyIndex::new()),
+            RESPONSE_BYTES_MAX,
+        ))
     }
 
-    /// A table keeping at most about `response_bytes_max` of response
-    /// bodies in memory (tests use a tiny bound to reach the store path).
-    pub fn with_response_bytes_max(response_bytes_max: usize) -> IdempotencyTable {
+    /// A table over the store's idempotency index keeping at most about
+    /// `response_bytes_max` of response bodies in memory (tests use a tiny
+    /// bound to reach the store path).
+    pub fn with_store_index(
+        index: Arc<IdempotencyIndex>,
+        response_bytes_max: usize,
+    ) -> IdempotencyTable {
         IdempotencyTable {
             shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
-            hasher: KeyHasher::new(),
+            index,
             generation_bytes_max: response_bytes_max / (2 * SHARD_COUNT),
-        }
-    }
-
-    /// Adds answers whose bodies stay in the store (older than those given
-    /// to [`IdempotencyTable::load`]), skipping expired ones.
-    pub fn load_cold(&self, keys: Vec<crate::store::ColdIdempotencyKey>, now_s: i64) {
-        for key in keys {
-            if key.expires_at_s <= now_s {
-                continue;
-            }
-            let cold = Cold {
-                fingerprint: key.fingerprint,
-                expires_at_s: key.expires_at_s,
-            };
-            let key = self.hasher.key_of(&key.agent_id, &key.request_key);
-            let mut shard = self.shard(key);
-            shard.forget(key);
-            shard.cold.insert(key, cold);
         }
     }
 
@@ -267,7 +228,7 @@ impl IdempotencyTable {
             if record.expires_at_s <= now_s {
                 continue;
             }
-            let key = self.hasher.key_of(&record.agent_id, &record.request_key);
+            let key = self.index.key_of(&record.agent_id, &record.request_key);
             let stored = Arc::new(StoredResponse::from_record(record));
             self.shard(key)
                 .insert_done(key, stored, self.generation_bytes_max);
@@ -282,6 +243,9 @@ impl IdempotencyTable {
 
     /// Claims `(agent_id, request_key)` for a request with `fingerprint`.
     /// Waits at most `wait_max` for an in-flight twin before answering 503.
+    /// A key this table does not hold is looked up in the store's index
+    /// unless `consult_store` is false (the store was just asked and holds no
+    /// answer under it).
     pub async fn claim(
         self: &Arc<Self>,
         agent_id: &str,
@@ -289,8 +253,9 @@ impl IdempotencyTable {
         fingerprint: [u8; 32],
         now_s: i64,
         wait_max: Duration,
+        consult_store: bool,
     ) -> Result<Claim, JecpError> {
-        let key = self.hasher.key_of(agent_id, request_key);
+        let key = self.index.key_of(agent_id, request_key);
         let deadline = tokio::time::Instant::now() + wait_max;
         loop {
             let mut finished = {
@@ -302,23 +267,20 @@ impl IdempotencyTable {
                         }
                         return Ok(Claim::Replay(stored));
                     }
-                    Lookup::Cold(cold) if cold.expires_at_s > now_s => {
-                        if cold.fingerprint != fingerprint {
-                            return Err(duplicate_error(request_key));
-                        }
-                        return Ok(Claim::Stored);
-                    }
                     Lookup::InFlight(leader, finished) => {
                         if leader != fingerprint {
                             return Err(duplicate_error(request_key));
                         }
                         finished
                     }
-                    // Absent or expired: this caller leads.
-                    lookup @ (Lookup::Absent | Lookup::Kept(_) | Lookup::Cold(_)) => {
+                    lookup @ (Lookup::Absent | Lookup::Kept(_)) => {
                         if !matches!(lookup, Lookup::Absent) {
+                            // Expired here.
                             shard.forget(key);
+                        } else if consult_store && self.index.is_live(key, now_s) {
+                            return Ok(Claim::Stored);
                         }
+                        // Absent or expired: this caller leads.
                         let (sender, receiver) = watch::channel(());
                         shard.in_flight.insert(
                             key,
@@ -352,20 +314,14 @@ impl IdempotencyTable {
     /// Puts a response read back from the store ([`Claim::Stored`]) in
     /// memory again, for the retries that may follow it.
     pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: Arc<StoredResponse>) {
-        let key = self.hasher.key_of(agent_id, request_key);
+        let key = self.index.key_of(agent_id, request_key);
         let mut shard = self.shard(key);
         if !shard.in_flight.contains_key(&key) {
             shard.insert_done(key, stored, self.generation_bytes_max);
         }
     }
 
-    /// Drops a done key the store no longer holds (it expired there first).
-    pub fn forget(&self, agent_id: &str, request_key: &str) {
-        let key = self.hasher.key_of(agent_id, request_key);
-        self.shard(key).forget(key);
-    }
-
-    /// Drops expired stored responses; returns how many.
+    /// Drops expired responses kept in memory; returns how many.
     pub fn sweep(&self, now_s: i64) -> usize {
         self.shards
             .iter()
@@ -378,7 +334,8 @@ impl IdempotencyTable {
             .sum()
     }
 
-    /// Keys known: in flight or done.
+    /// Keys held here: in flight, or done with their body in memory (the
+    /// store's index knows the others).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -458,6 +415,7 @@ impl Drop for LeaderGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Location;
 
     fn stored(fingerprint: [u8; 32]) -> Arc<StoredResponse> {
         Arc::new(StoredResponse {
@@ -473,24 +431,40 @@ mod tests {
     async fn leader_then_replay_then_conflict() {
         let table = IdempotencyTable::new();
         let wait = Duration::from_secs(1);
-        let Claim::Leader(guard) = table.claim("a", "k1", [1; 32], 0, wait).await.unwrap() else {
+        let Claim::Leader(guard) = table
+            .claim("a", "k1", [1; 32], 0, wait, true)
+            .await
+            .unwrap()
+        else {
             panic!()
         };
         guard.finish(stored([1; 32]));
         assert!(matches!(
-            table.claim("a", "k1", [1; 32], 0, wait).await.unwrap(),
+            table
+                .claim("a", "k1", [1; 32], 0, wait, true)
+                .await
+                .unwrap(),
             Claim::Replay(_)
         ));
-        let error = table.claim("a", "k1", [2; 32], 0, wait).await.unwrap_err();
+        let error = table
+            .claim("a", "k1", [2; 32], 0, wait, true)
+            .await
+            .unwrap_err();
         assert_eq!(error.code, ErrorCode::DuplicateRequest);
         // Keys are per agent.
         assert!(matches!(
-            table.claim("b", "k1", [2; 32], 0, wait).await.unwrap(),
+            table
+                .claim("b", "k1", [2; 32], 0, wait, true)
+                .await
+                .unwrap(),
             Claim::Leader(_)
         ));
         // Expired records free the key.
         assert!(matches!(
-            table.claim("a", "k1", [2; 32], 5_000, wait).await.unwrap(),
+            table
+                .claim("a", "k1", [2; 32], 5_000, wait, true)
+                .await
+                .unwrap(),
             Claim::Leader(_)
         ));
     }
@@ -499,12 +473,13 @@ mod tests {
     async fn failed_leader_frees_the_key_for_a_waiter() {
         let table = IdempotencyTable::new();
         let wait = Duration::from_secs(5);
-        let Claim::Leader(guard) = table.claim("a", "k", [1; 32], 0, wait).await.unwrap() else {
+        let Claim::Leader(guard) = table.claim("a", "k", [1; 32], 0, wait, true).await.unwrap()
+        else {
             panic!()
         };
         let waiter = {
             let table = table.clone();
-            tokio::spawn(async move { table.claim("a", "k", [1; 32], 0, wait).await })
+            tokio::spawn(async move { table.claim("a", "k", [1; 32], 0, wait, true).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(guard);
@@ -515,18 +490,19 @@ mod tests {
     async fn concurrent_twins_all_see_the_leaders_response() {
         let table = IdempotencyTable::new();
         let wait = Duration::from_secs(5);
-        let Claim::Leader(guard) = table.claim("a", "k", [7; 32], 0, wait).await.unwrap() else {
+        let Claim::Leader(guard) = table.claim("a", "k", [7; 32], 0, wait, true).await.unwrap()
+        else {
             panic!()
         };
         let waiters: Vec<_> = (0..50)
             .map(|_| {
                 let table = table.clone();
-                tokio::spawn(async move { table.claim("a", "k", [7; 32], 0, wait).await })
+                tokio::spawn(async move { table.claim("a", "k", [7; 32], 0, wait, true).await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         // A different fingerprint conflicts even while in flight.
-        assert!(table.claim("a", "k", [8; 32], 0, wait).await.is_err());
+        assert!(table.claim("a", "k", [8; 32], 0, wait, true).await.is_err());
         guard.finish(stored([7; 32]));
         for waiter in waiters {
             assert!(matches!(waiter.await.unwrap().unwrap(), Claim::Replay(_)));
@@ -537,14 +513,14 @@ mod tests {
     async fn waiting_is_bounded() {
         let table = IdempotencyTable::new();
         let Claim::Leader(_guard) = table
-            .claim("a", "k", [1; 32], 0, Duration::from_secs(1))
+            .claim("a", "k", [1; 32], 0, Duration::from_secs(1), true)
             .await
             .unwrap()
         else {
             panic!()
         };
         let error = table
-            .claim("a", "k", [1; 32], 0, Duration::from_secs(1))
+            .claim("a", "k", [1; 32], 0, Duration::from_secs(1), true)
             .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::ServiceDegraded);
@@ -562,21 +538,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bodies_beyond_the_bound_go_cold_but_every_key_stays_known() {
+    async fn bodies_beyond_the_bound_leave_memory_but_every_key_stays_known() {
         let generation_bytes_max = 1_000;
-        let table = Arc::new(IdempotencyTable::with_response_bytes_max(
+        let index = Arc::new(IdempotencyIndex::new());
+        let table = Arc::new(IdempotencyTable::with_store_index(
+            Arc::clone(&index),
             2 * SHARD_COUNT * generation_bytes_max,
         ));
         let wait = Duration::from_secs(1);
         let keys: Vec<String> = (0..2_000).map(|i| format!("key-{i:05}")).collect();
-        for key in &keys {
-            let Claim::Leader(guard) = table.claim("a", key, [1; 32], 0, wait).await.unwrap()
+        for (log_key, key) in keys.iter().enumerate() {
+            let Claim::Leader(guard) = table.claim("a", key, [1; 32], 0, wait, true).await.unwrap()
             else {
                 panic!("{key} is new")
             };
+            // What the writer does in the commit that stores the answer.
+            index.insert(
+                index.key_of("a", key),
+                Location {
+                    log_key: log_key as u128,
+                    expires_at_s: 1_000,
+                },
+            );
             guard.finish(sized([1; 32], 500, 1_000));
         }
-        assert_eq!(table.len(), keys.len());
         // Each generation may overshoot by one response before it rotates.
         let entry_bytes = 500 + crate::records::RESPONSE_ENTRY_OVERHEAD_BYTES;
         let bound = 2 * SHARD_COUNT * (generation_bytes_max + entry_bytes);
@@ -585,77 +570,94 @@ mod tests {
             "{} > {bound}",
             table.response_bytes()
         );
+        assert!(table.len() < keys.len(), "memory holds only the newest");
         let (mut kept, mut stored) = (0, 0);
         for key in &keys {
-            match table.claim("a", key, [1; 32], 0, wait).await.unwrap() {
-                Claim::Replay(_) => kept += 1,
+            match table.claim("a", key, [1; 32], 0, wait, true).await.unwrap() {
+                Claim::Replay(_) => {
+                    kept += 1;
+                    let error = table
+                        .claim("a", key, [2; 32], 0, wait, true)
+                        .await
+                        .unwrap_err();
+                    assert_eq!(error.code, ErrorCode::DuplicateRequest);
+                }
+                // The caller reads the answer and compares fingerprints there.
                 Claim::Stored => stored += 1,
                 Claim::Leader(_) => panic!("{key} was answered already"),
             }
-            let error = table.claim("a", key, [2; 32], 0, wait).await.unwrap_err();
-            assert_eq!(error.code, ErrorCode::DuplicateRequest);
         }
         assert!(
             stored > keys.len() / 2,
-            "most bodies left memory: {kept} kept, {stored} cold"
+            "most bodies left memory: {kept} kept, {stored} in the store only"
         );
         assert!(kept > 0, "the newest bodies stay");
 
-        // A body read back from the store is kept again; a forgotten key is free.
+        // A body read back from the store is kept again.
         let cold_key = keys
             .iter()
             .find(|key| {
-                let key = table.hasher.key_of("a", key);
-                matches!(table.shard(key).lookup(key), Lookup::Cold(_))
+                let key = index.key_of("a", key);
+                matches!(table.shard(key).lookup(key), Lookup::Absent)
             })
             .unwrap();
         table.rewarm("a", cold_key, sized([1; 32], 10, 1_000));
         assert!(matches!(
-            table.claim("a", cold_key, [1; 32], 0, wait).await.unwrap(),
+            table
+                .claim("a", cold_key, [1; 32], 0, wait, true)
+                .await
+                .unwrap(),
             Claim::Replay(_)
         ));
-        table.forget("a", cold_key);
-        assert!(matches!(
-            table.claim("a", cold_key, [2; 32], 0, wait).await.unwrap(),
-            Claim::Leader(_)
-        ));
 
-        // Expiry reaches cold keys too.
-        assert_eq!(table.sweep(1_000), keys.len() - 1);
+        // Expiry empties memory; the index is the store's to sweep.
+        let in_memory = table.len();
+        assert_eq!(in_memory, kept + 1, "the kept bodies and the rewarmed one");
+        assert_eq!(table.sweep(1_000), in_memory);
         assert_eq!(table.response_bytes(), 0);
+        assert_eq!(table.len(), 0);
     }
 
     #[tokio::test]
-    async fn keys_loaded_cold_are_known_without_their_bodies() {
-        let table = Arc::new(IdempotencyTable::default());
-        let key = |request_key: &str, expires_at_s| crate::store::ColdIdempotencyKey {
-            agent_id: "a".into(),
-            request_key: request_key.into(),
-            fingerprint: [3; 32],
+    async fn keys_only_the_store_knows_are_claimed_as_stored() {
+        let table = IdempotencyTable::new();
+        let at = |expires_at_s| Location {
+            log_key: 1,
             expires_at_s,
         };
-        table.load_cold(vec![key("live", 100), key("gone", 1)], 5);
-        assert_eq!(table.len(), 1);
-        assert_eq!(table.response_bytes(), 0);
+        table.index.insert(table.index.key_of("a", "live"), at(100));
+        table.index.insert(table.index.key_of("a", "gone"), at(1));
+        assert_eq!(table.len(), 0);
         let wait = Duration::from_secs(1);
+        for fingerprint in [[3; 32], [4; 32]] {
+            assert!(matches!(
+                table
+                    .claim("a", "live", fingerprint, 5, wait, true)
+                    .await
+                    .unwrap(),
+                Claim::Stored
+            ));
+        }
         assert!(matches!(
-            table.claim("a", "live", [3; 32], 5, wait).await.unwrap(),
-            Claim::Stored
+            table
+                .claim("a", "gone", [3; 32], 5, wait, true)
+                .await
+                .unwrap(),
+            Claim::Leader(_)
         ));
-        let error = table
-            .claim("a", "live", [4; 32], 5, wait)
-            .await
-            .unwrap_err();
-        assert_eq!(error.code, ErrorCode::DuplicateRequest);
+        // After the store said it holds nothing, the caller leads.
         assert!(matches!(
-            table.claim("a", "gone", [3; 32], 5, wait).await.unwrap(),
+            table
+                .claim("a", "live", [3; 32], 5, wait, false)
+                .await
+                .unwrap(),
             Claim::Leader(_)
         ));
     }
 
     #[test]
     fn load_and_sweep() {
-        let table = IdempotencyTable::default();
+        let table = IdempotencyTable::new();
         let record = |key: &str, expires_at_s| IdempotencyRecord {
             agent_id: "a".into(),
             request_key: key.into(),

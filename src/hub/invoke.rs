@@ -213,6 +213,7 @@ impl Hub {
             provenance_hash,
             x_payment: x_payment.as_deref(),
         });
+        let mut consult_store = true;
         let leader = loop {
             let claim = self
                 .idempotency
@@ -222,6 +223,7 @@ impl Hub {
                     request_fingerprint,
                     now,
                     IDEMPOTENT_WAIT_MAX,
+                    consult_store,
                 )
                 .await
                 .map_err(fail)?;
@@ -236,8 +238,8 @@ impl Hub {
                     {
                         return Ok(replay(&stored));
                     }
-                    // Expired in the store first: the id is free again.
-                    self.idempotency.forget(&agent.agent_id, request_key);
+                    // Expired in the store meanwhile: the id is free again.
+                    consult_store = false;
                 }
             }
         };

@@ -179,15 +179,16 @@ impl Hub {
         let now = now_s();
         let replay = ReplayStore::new(REPLAY_ENTRIES_MAX);
         replay.load(loaded.nonces, now);
-        let idempotency = Arc::new(IdempotencyTable::with_response_bytes_max(
+        let idempotency = Arc::new(IdempotencyTable::with_store_index(
+            Arc::clone(store.idempotency_index()),
             response_bytes_max,
         ));
-        idempotency.load_cold(loaded.idempotency_cold, now);
         idempotency.load(loaded.idempotency, now);
         let directory = Directory::new(secret, loaded.agents);
         tracing::info!(
             agents = directory.len(),
-            idempotency = idempotency.len(),
+            stored_answers = store.idempotency_index().len(),
+            answers_in_memory = idempotency.len(),
             "store loaded"
         );
         let hub = Arc::new(Hub {

@@ -114,7 +114,7 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| redb_error("ledger verify", e))?;
-    let state = tables::read_state(&txn, false, 0)?;
+    let state = tables::read_state(&txn, false)?;
     let balance_sum = state
         .ledger
         .accounts()

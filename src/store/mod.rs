@@ -53,6 +53,7 @@
 pub mod admin;
 mod bundles;
 pub mod fault;
+pub mod idempotency_index;
 mod journal;
 pub mod records;
 mod tables;
@@ -76,8 +77,9 @@ use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 
 pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
+pub use idempotency_index::{IdempotencyIndex, Location};
 pub use journal::{JOURNAL_FILES, journal_exists};
-pub use tables::{ColdIdempotencyKey, DATABASE_FILE};
+pub use tables::DATABASE_FILE;
 
 /// When a waiter is woken relative to the disk. See the module doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +118,8 @@ pub struct StoreOptions {
     /// Injected I/O failures for tests; `None` in production.
     pub fault: Option<FaultSwitch>,
     /// Start-up keeps the bodies of only the newest stored answers within
-    /// this many bytes ([`Loaded::idempotency`]); the rest are loaded as keys.
+    /// this many bytes ([`Loaded::idempotency`]); the rest are only indexed
+    /// ([`Store::idempotency_index`]).
     pub idempotency_bodies_bytes_max: usize,
 }
 
@@ -140,8 +143,6 @@ pub struct Loaded {
     /// The newest stored answers, bodies included (within
     /// `StoreOptions::idempotency_bodies_bytes_max`), oldest first.
     pub idempotency: Vec<IdempotencyRecord>,
-    /// The older stored answers, keys and fingerprints only, oldest first.
-    pub idempotency_cold: Vec<ColdIdempotencyKey>,
     pub nonces: Vec<NonceRecord>,
     /// The next unused wallet account number (≥ `AccountId::FIRST_WALLET`).
     pub next_wallet_account: u64,
@@ -441,6 +442,7 @@ struct Inner {
     shared: Arc<Shared>,
     durability: Durability,
     queue_capacity: usize,
+    idempotency_index: Arc<IdempotencyIndex>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -535,15 +537,18 @@ pub(super) fn initialize(db: &redb::Database) -> Result<(), StoreError> {
     txn.commit().map_err(|e| tables::redb_error(context, e))
 }
 
-/// Loads the file and refuses to start on any broken invariant.
+/// Loads the file and refuses to start on any broken invariant; fills
+/// `index` with every live stored answer and returns the newest of them
+/// within `idempotency_bodies_bytes_max`.
 fn load(
     db: &redb::Database,
+    index: &IdempotencyIndex,
     idempotency_bodies_bytes_max: usize,
-) -> Result<tables::State, StoreError> {
+) -> Result<(tables::State, Vec<IdempotencyRecord>), StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| tables::redb_error("loading the store", e))?;
-    let state = tables::read_state(&txn, true, idempotency_bodies_bytes_max)?;
+    let state = tables::read_state(&txn, true)?;
     if !state.violations.is_empty() {
         let listed: Vec<String> = state
             .violations
@@ -557,7 +562,8 @@ fn load(
             listed.join("; ")
         )));
     }
-    Ok(state)
+    let idempotency = tables::read_idempotency_log(&txn, index, idempotency_bodies_bytes_max)?;
+    Ok((state, idempotency))
 }
 
 impl Store {
@@ -575,7 +581,12 @@ impl Store {
         // Batches acknowledged before a crash may be only in the journal.
         let (journals, _) =
             journal::Journal::open_and_replay(data_dir, &db, options.fault.clone())?;
-        let state = load(&db, options.idempotency_bodies_bytes_max)?;
+        let idempotency_index = Arc::new(IdempotencyIndex::new());
+        let (state, idempotency) = load(
+            &db,
+            &idempotency_index,
+            options.idempotency_bodies_bytes_max,
+        )?;
         let next_wallet_account = state
             .ledger
             .accounts()
@@ -595,11 +606,9 @@ impl Store {
             durability = options.durability.as_str(),
             "store loaded"
         );
-        let idempotency_index = state.idempotency_index;
         let loaded = Loaded {
             agents: state.agents,
-            idempotency: state.idempotency,
-            idempotency_cold: state.idempotency_cold,
+            idempotency,
             nonces: state.nonces,
             next_wallet_account,
         };
@@ -618,7 +627,7 @@ impl Store {
         let writer = writer::Writer::new(
             db,
             journals,
-            idempotency_index,
+            Arc::clone(&idempotency_index),
             path,
             options.fault,
             Arc::clone(&ledger),
@@ -639,6 +648,7 @@ impl Store {
                 shared,
                 durability: options.durability,
                 queue_capacity,
+                idempotency_index,
                 closed: AtomicBool::new(false),
                 thread: Mutex::new(Some(thread)),
             }),
@@ -662,6 +672,13 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Where every live stored answer is, by the keyed name of its
+    /// `(agent, request key)`: filled by the writer as charges commit, read
+    /// by the Hub's single-flight table for keys whose bodies left memory.
+    pub fn idempotency_index(&self) -> &Arc<IdempotencyIndex> {
+        &self.inner.idempotency_index
     }
 
     /// Queues a command and waits for its reply (after the fsync in `immediate` mode).

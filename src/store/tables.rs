@@ -28,9 +28,9 @@ use redb::{
 
 use super::StoreError;
 use super::bundles::{self, BundleTable, BundleWriter};
+use super::idempotency_index::{IdempotencyIndex, Location};
 use super::records::{AccountRecord, BookingRecord, TransferRecord, decode, encode};
 use super::wallet_runs::{self, RUN_KEYS_MAX, WALLET_RUNS};
-use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
 use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
 use crate::money::Micros;
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
@@ -100,13 +100,6 @@ pub fn redb_error(context: &str, error: impl Into<redb::Error>) -> StoreError {
 pub struct State {
     pub ledger: Ledger,
     pub agents: Vec<AgentRecord>,
-    /// The newest live records, bodies included, within the bound given to
-    /// [`read_state`], oldest first.
-    pub idempotency: Vec<IdempotencyRecord>,
-    /// The older live records, without their bodies, oldest first.
-    pub idempotency_cold: Vec<ColdIdempotencyKey>,
-    /// Where every record sits in the log, for the writer.
-    pub idempotency_index: IdempotencyIndex,
     pub nonces: Vec<NonceRecord>,
     pub commit_seq: u64,
     pub transfer_count: u64,
@@ -148,26 +141,10 @@ pub fn stored_commit_seq(db: &redb::Database, context: &str) -> Result<u64, Stor
 }
 
 /// Reads the whole file: rebuilds the ledger from account rows and the
-/// transfer log and checks it. `with_records` also loads agents,
-/// idempotency records and nonces (the admin tools skip them).
-/// A stored idempotency answer loaded without its body: the Hub knows the key
-/// and its fingerprint, and reads the body back from the store when asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ColdIdempotencyKey {
-    pub agent_id: String,
-    pub request_key: String,
-    pub fingerprint: [u8; 32],
-    pub expires_at_s: i64,
-}
-
-/// Reads the ledger and, `with_records`, the agents, nonces and idempotency
-/// records; of these, only the newest whose bodies and headers fit in
-/// `idempotency_bodies_bytes_max` keep their bodies in memory.
-pub fn read_state(
-    txn: &ReadTransaction,
-    with_records: bool,
-    idempotency_bodies_bytes_max: usize,
-) -> Result<State, StoreError> {
+/// transfer log and checks it. `with_records` also loads agents and nonces
+/// (the admin tools skip them; idempotency records are read by
+/// [`read_idempotency_log`]).
+pub fn read_state(txn: &ReadTransaction, with_records: bool) -> Result<State, StoreError> {
     if let Some(meta) = open_table(txn, META)? {
         let version = meta
             .get(META_SCHEMA_VERSION)
@@ -300,9 +277,6 @@ pub fn read_state(
     let mut state = State {
         ledger,
         agents: Vec::new(),
-        idempotency: Vec::new(),
-        idempotency_cold: Vec::new(),
-        idempotency_index: IdempotencyIndex::new(),
         nonces: Vec::new(),
         commit_seq,
         transfer_count,
@@ -311,11 +285,6 @@ pub fn read_state(
     };
     if with_records {
         state.agents = read_all(txn, AGENTS, "agents")?;
-        // One pass over the log serves both the Hub's table and the writer's index.
-        let (index, kept, cold) = read_idempotency_log(txn, idempotency_bodies_bytes_max)?;
-        state.idempotency_index = index;
-        state.idempotency = kept;
-        state.idempotency_cold = cold;
         state.nonces = without_keys(read_log(txn, NONCES, "nonce_log")?);
     }
     Ok(state)
@@ -347,71 +316,23 @@ where
     Ok(records)
 }
 
-/// Where each live idempotency record sits in the log, so the writer can
-/// refuse a second charge under a key: (log key, expiry) by the 128-bit
-/// keyed name of `(agent, request key)` ([`crate::key_hash`]) — about 40
-/// bytes a key where two strings took over 100. Readers compare the record's
-/// own key, so a collision (about 2^-128 for a pair) can only hide a stored
-/// key, never answer with another key's record.
-#[derive(Clone, Debug, Default)]
-pub struct IdempotencyIndex {
-    locations: KeyHashMap<(u128, i64)>,
-    hasher: KeyHasher,
-}
-
-impl IdempotencyIndex {
-    pub fn new() -> IdempotencyIndex {
-        IdempotencyIndex::default()
-    }
-
-    /// The index key of `(agent_id, request_key)`.
-    pub fn key_of(&self, agent_id: &str, request_key: &str) -> KeyHash {
-        self.hasher.key_of(agent_id, request_key)
-    }
-
-    /// (log key, expiry) under a key from [`IdempotencyIndex::key_of`], if any.
-    pub fn get_under(&self, key: KeyHash) -> Option<(u128, i64)> {
-        self.locations.get(&key).copied()
-    }
-
-    /// Records a location under a key from [`IdempotencyIndex::key_of`].
-    pub fn insert(&mut self, key: KeyHash, location: (u128, i64)) {
-        self.locations.insert(key, location);
-    }
-
-    /// Drops the entries expired at `now_s`.
-    pub fn retain_live(&mut self, now_s: i64) {
-        self.locations
-            .retain(|_, (_, expires_at_s)| *expires_at_s > now_s);
-    }
-}
-
-pub fn idempotency_index(txn: &ReadTransaction) -> Result<IdempotencyIndex, StoreError> {
-    // Bodies are not needed: a zero budget decodes one record at a time.
-    Ok(read_idempotency_log(txn, 0)?.0)
-}
-
-/// The idempotency log, newest first, so that only the newest bodies within
-/// `bodies_bytes_max` are ever held together: older records are decoded one
-/// at a time and kept without their bodies.
-#[allow(clippy::type_complexity)]
-fn read_idempotency_log(
+/// Reads the idempotency log into `index` (every live record's location),
+/// newest first, and returns the newest records whose bodies and headers fit
+/// in `bodies_bytes_max`, oldest first, for the Hub's table. Older records
+/// are decoded one at a time and only indexed, so a large log never sits in
+/// memory whole.
+pub fn read_idempotency_log(
     txn: &ReadTransaction,
+    index: &IdempotencyIndex,
     bodies_bytes_max: usize,
-) -> Result<
-    (
-        IdempotencyIndex,
-        Vec<IdempotencyRecord>,
-        Vec<ColdIdempotencyKey>,
-    ),
-    StoreError,
-> {
+) -> Result<Vec<IdempotencyRecord>, StoreError> {
     let name = IDEMPOTENCY.name();
-    let (mut index, mut kept, mut cold) = (IdempotencyIndex::new(), Vec::new(), Vec::new());
+    let mut kept = Vec::new();
     let Some(table) = open_table(txn, IDEMPOTENCY)? else {
-        return Ok((index, kept, cold));
+        return Ok(kept);
     };
     let mut budget_left = bodies_bytes_max;
+    let mut keeping = true;
     for row in table
         .iter()
         .map_err(|e| redb_error(&format!("reading {name}"), e))?
@@ -422,30 +343,29 @@ fn read_idempotency_log(
         for (key, record) in entries.into_iter().rev() {
             let record: IdempotencyRecord = decode(name, &format_args!("{key:032x}"), record)?;
             let index_key = index.key_of(&record.agent_id, &record.request_key);
-            if index.locations.contains_key(&index_key) {
+            if index.get(index_key).is_some() {
                 // A newer record under the same key (the old one expired) wins.
                 continue;
             }
-            index.insert(index_key, (key, record.expires_at_s));
+            index.insert(
+                index_key,
+                Location {
+                    log_key: key,
+                    expires_at_s: record.expires_at_s,
+                },
+            );
             let bytes = crate::records::response_memory_bytes(record.body.len(), &record.headers);
-            if cold.is_empty() && bytes <= budget_left {
+            // Once one body is left out, every older one is too: memory
+            // keeps a contiguous newest stretch, as the Hub's table does.
+            keeping = keeping && bytes <= budget_left;
+            if keeping {
                 budget_left -= bytes;
                 kept.push(record);
-            } else {
-                // Once one body is left out, every older one is too: memory
-                // keeps a contiguous newest stretch, as the Hub's table does.
-                cold.push(ColdIdempotencyKey {
-                    agent_id: record.agent_id,
-                    request_key: record.request_key,
-                    fingerprint: record.fingerprint,
-                    expires_at_s: record.expires_at_s,
-                });
             }
         }
     }
     kept.reverse();
-    cold.reverse();
-    Ok((index, kept, cold))
+    Ok(kept)
 }
 
 /// One idempotency record by its log key.
@@ -696,26 +616,4 @@ fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
         "store upgraded from schema 2 to 3"
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_idempotency_index_finds_exact_keys_and_forgets_expired_ones() {
-        let mut index = IdempotencyIndex::new();
-        let get = |index: &IdempotencyIndex, agent: &str, request: &str| {
-            index.get_under(index.key_of(agent, request))
-        };
-        index.insert(index.key_of("agent-a", "req-1"), (1, 100));
-        index.insert(index.key_of("agent-a", "req-2"), (2, 50));
-        assert_eq!(get(&index, "agent-a", "req-1"), Some((1, 100)));
-        // Keys are per agent, and the split between the two parts counts.
-        assert_eq!(get(&index, "agent-b", "req-1"), None);
-        assert_ne!(index.key_of("ab", "c"), index.key_of("a", "bc"));
-        index.retain_live(50);
-        assert_eq!(get(&index, "agent-a", "req-2"), None);
-        assert_eq!(get(&index, "agent-a", "req-1"), Some((1, 100)));
-    }
 }

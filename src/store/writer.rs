@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase};
 
+use super::idempotency_index::{IdempotencyIndex, Location};
 use super::journal::{self, Journal, RecordBuilder};
 use super::records::{AccountRecord, BookingRecord, encode};
 use super::tables::{self, redb_error};
@@ -104,9 +105,9 @@ pub(super) struct Writer {
     unapplied_since: Option<Instant>,
     last_append: Option<Instant>,
     /// Live idempotency keys on disk; a second charge under one is refused.
-    idempotency_index: tables::IdempotencyIndex,
+    idempotency_index: Arc<IdempotencyIndex>,
     /// Index entries of the batch being committed, added on success.
-    index_staging: Vec<(crate::key_hash::KeyHash, (u128, i64))>,
+    index_staging: Vec<(KeyHash, Location)>,
     path: PathBuf,
     fault: Option<FaultSwitch>,
     ledger: Arc<RwLock<Ledger>>,
@@ -223,7 +224,7 @@ impl Writer {
     pub(super) fn new(
         db: Database,
         journals: [Journal; 2],
-        idempotency_index: tables::IdempotencyIndex,
+        idempotency_index: Arc<IdempotencyIndex>,
         path: PathBuf,
         fault: Option<FaultSwitch>,
         ledger: Arc<RwLock<Ledger>>,
@@ -551,7 +552,11 @@ impl Writer {
         request_key: &str,
         now_s: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some((log_key, expires_at_s)) = self.idempotency_index.get_under(key) else {
+        let Some(Location {
+            log_key,
+            expires_at_s,
+        }) = self.idempotency_index.get(key)
+        else {
             return Ok(None);
         };
         if expires_at_s <= now_s {
@@ -796,8 +801,13 @@ impl Writer {
                             .key_of(&stored.agent_id, &stored.request_key),
                         "a charge's record is stored under the key it was checked under"
                     );
-                    self.index_staging
-                        .push((index_key, (log_key, stored.expires_at_s)));
+                    self.index_staging.push((
+                        index_key,
+                        Location {
+                            log_key,
+                            expires_at_s: stored.expires_at_s,
+                        },
+                    ));
                     record.idempotency(log_key, &encode(stored)?);
                 }
                 Effect::Nonce(stored) => record.nonce(next_log_key(), &encode(stored)?),
@@ -1031,14 +1041,15 @@ impl Writer {
     /// index back from redb.
     fn reload(&mut self) -> Result<(), StoreError> {
         let txn = self.read_current("reloading the store")?;
-        let state = tables::read_state(&txn, false, 0)?;
-        let index = tables::idempotency_index(&txn)?;
+        let state = tables::read_state(&txn, false)?;
+        // Bodies are not needed: a zero budget decodes one record at a time.
+        self.idempotency_index.clear();
+        tables::read_idempotency_log(&txn, &self.idempotency_index, 0)?;
         tracing::warn!(
             commit_seq = state.commit_seq,
             "reloaded the ledger from the store after losing unsynced commits"
         );
         *self.lock_ledger() = state.ledger;
-        self.idempotency_index = index;
         self.commit_seq = state.commit_seq;
         self.applied_seq = state.commit_seq;
         Ok(())

@@ -14,7 +14,6 @@
 //! Run: `cargo bench --bench hub_micro`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,14 +86,14 @@ fn echo_fingerprint(input: &Value) -> [u8; 32] {
     })
 }
 
-fn stored(fingerprint: [u8; 32]) -> Arc<StoredResponse> {
-    Arc::new(StoredResponse {
+fn stored(fingerprint: [u8; 32]) -> StoredResponse {
+    StoredResponse {
         fingerprint,
         http_status: 200,
         body: Bytes::from_static(b"{\"jecp\":\"1.0\",\"status\":\"completed\"}"),
         headers: Vec::new(),
         expires_at_s: NOW_S + 86_400,
-    })
+    }
 }
 
 fn idempotency(c: &mut Criterion) {

@@ -33,7 +33,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::key_hash::{KeyHash, KeyHashMap};
@@ -45,8 +45,8 @@ const SHARD_COUNT: usize = 64;
 /// Default bound on the response bodies kept in memory (all shards).
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// A response kept for replay.
-#[derive(Debug)]
+/// A response kept for replay. Cheap to clone: the body is shared.
+#[derive(Clone, Debug)]
 pub struct StoredResponse {
     pub fingerprint: [u8; 32],
     pub http_status: u16,
@@ -81,17 +81,24 @@ struct InFlight {
 struct Shard {
     in_flight: KeyHashMap<InFlight>,
     /// Done, body kept: the generation being filled.
-    newer: KeyHashMap<Arc<StoredResponse>>,
+    newer: KeyHashMap<StoredResponse>,
     newer_bytes: usize,
     /// Done, body kept: the generation before.
-    older: KeyHashMap<Arc<StoredResponse>>,
+    older: KeyHashMap<StoredResponse>,
+    /// Where kept bodies are copied, many to a block (see [`Shard::keep_body`]).
+    arena: BytesMut,
 }
+
+/// Bodies up to this size are copied into a shard's arena...
+const ARENA_BODY_BYTES_MAX: usize = 16 * 1024;
+/// ...which takes blocks of this size.
+const ARENA_BLOCK_BYTES: usize = 64 * 1024;
 
 /// What a shard knows of a key.
 enum Lookup {
     Absent,
     InFlight([u8; 32], watch::Receiver<()>),
-    Kept(Arc<StoredResponse>),
+    Kept(StoredResponse),
 }
 
 impl Shard {
@@ -114,12 +121,7 @@ impl Shard {
     }
 
     /// Records a done key, replacing any earlier answer under it.
-    fn insert_done(
-        &mut self,
-        key: KeyHash,
-        stored: Arc<StoredResponse>,
-        generation_bytes_max: usize,
-    ) {
+    fn insert_done(&mut self, key: KeyHash, stored: StoredResponse, generation_bytes_max: usize) {
         self.forget(key);
         self.insert_new_done(key, stored, generation_bytes_max);
     }
@@ -130,7 +132,7 @@ impl Shard {
     fn insert_new_done(
         &mut self,
         key: KeyHash,
-        stored: Arc<StoredResponse>,
+        mut stored: StoredResponse,
         generation_bytes_max: usize,
     ) {
         debug_assert!(
@@ -140,6 +142,7 @@ impl Shard {
         if generation_bytes_max == 0 {
             return;
         }
+        stored.body = self.keep_body(&stored.body);
         self.newer_bytes += stored.memory_bytes();
         self.newer.insert(key, stored);
         if self.newer_bytes > generation_bytes_max {
@@ -150,6 +153,24 @@ impl Shard {
             std::mem::swap(&mut self.newer, &mut self.older);
             self.newer_bytes = 0;
         }
+    }
+
+    /// A copy of `body` in this shard's arena. A response's own buffer was
+    /// allocated by whichever thread rendered it and would be freed, cold,
+    /// when its generation goes: three frees of memory last touched
+    /// thousands of calls ago, per call. Blocks of many bodies go in one
+    /// free each, once every body in them is gone (a block straddling two
+    /// generations lives until the later one goes: at most one block per
+    /// shard beyond the bound). Large bodies keep their own buffer.
+    fn keep_body(&mut self, body: &Bytes) -> Bytes {
+        if body.len() > ARENA_BODY_BYTES_MAX {
+            return body.clone();
+        }
+        if self.arena.capacity() - self.arena.len() < body.len() {
+            self.arena = BytesMut::with_capacity(ARENA_BLOCK_BYTES);
+        }
+        self.arena.extend_from_slice(body);
+        self.arena.split().freeze()
     }
 
     fn sweep(&mut self, now_s: i64) -> usize {
@@ -173,7 +194,7 @@ impl Shard {
 #[derive(Debug)]
 pub enum Claim {
     /// Same key, same fingerprint, already answered: replay this.
-    Replay(Arc<StoredResponse>),
+    Replay(StoredResponse),
     /// Already answered, but the body is only in the store: read it
     /// ([`crate::store::Command::ReadIdempotency`]), replay it if its
     /// fingerprint is this request's (else 409); if the store no longer has
@@ -229,7 +250,7 @@ impl IdempotencyTable {
                 continue;
             }
             let key = self.index.key_of(&record.agent_id, &record.request_key);
-            let stored = Arc::new(StoredResponse::from_record(record));
+            let stored = StoredResponse::from_record(record);
             self.shard(key)
                 .insert_done(key, stored, self.generation_bytes_max);
         }
@@ -313,7 +334,7 @@ impl IdempotencyTable {
 
     /// Puts a response read back from the store ([`Claim::Stored`]) in
     /// memory again, for the retries that may follow it.
-    pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: Arc<StoredResponse>) {
+    pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: StoredResponse) {
         let key = self.index.key_of(agent_id, request_key);
         let mut shard = self.shard(key);
         if !shard.in_flight.contains_key(&key) {
@@ -394,7 +415,7 @@ impl std::fmt::Debug for LeaderGuard {
 
 impl LeaderGuard {
     /// Publishes the response that is now durably stored.
-    pub fn finish(mut self, stored: Arc<StoredResponse>) {
+    pub fn finish(mut self, stored: StoredResponse) {
         if let Some(key) = self.key.take() {
             let mut shard = self.table.shard(key);
             shard.in_flight.remove(&key);
@@ -417,14 +438,14 @@ mod tests {
     use super::*;
     use crate::store::Location;
 
-    fn stored(fingerprint: [u8; 32]) -> Arc<StoredResponse> {
-        Arc::new(StoredResponse {
+    fn stored(fingerprint: [u8; 32]) -> StoredResponse {
+        StoredResponse {
             fingerprint,
             http_status: 200,
             body: Bytes::from_static(b"{\"ok\":true}"),
             headers: Vec::new(),
             expires_at_s: 1_000,
-        })
+        }
     }
 
     #[tokio::test]
@@ -527,14 +548,14 @@ mod tests {
         assert_eq!(error.retry_after_seconds, Some(1));
     }
 
-    fn sized(fingerprint: [u8; 32], body_bytes: usize, expires_at_s: i64) -> Arc<StoredResponse> {
-        Arc::new(StoredResponse {
+    fn sized(fingerprint: [u8; 32], body_bytes: usize, expires_at_s: i64) -> StoredResponse {
+        StoredResponse {
             fingerprint,
             http_status: 200,
             body: Bytes::from(vec![b'x'; body_bytes]),
             headers: Vec::new(),
             expires_at_s,
-        })
+        }
     }
 
     #[tokio::test]
@@ -653,6 +674,25 @@ mod tests {
                 .unwrap(),
             Claim::Leader(_)
         ));
+    }
+
+    #[test]
+    fn kept_bodies_share_arena_blocks_and_large_ones_keep_their_buffer() {
+        let mut shard = Shard::default();
+        let small: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 1_000])).collect();
+        let kept: Vec<Bytes> = small.iter().map(|body| shard.keep_body(body)).collect();
+        for (body, copy) in small.iter().zip(&kept) {
+            assert_eq!(body, copy);
+            assert_ne!(body.as_ptr(), copy.as_ptr(), "copied into the arena");
+        }
+        // 100 KB of bodies in 64 KiB blocks: consecutive bodies sit side by side.
+        let adjacent = kept
+            .windows(2)
+            .filter(|pair| pair[0].as_ptr().wrapping_add(1_000) == pair[1].as_ptr())
+            .count();
+        assert!(adjacent >= 95, "{adjacent} of 99 pairs share a block");
+        let large = Bytes::from(vec![7u8; ARENA_BODY_BYTES_MAX + 1]);
+        assert_eq!(shard.keep_body(&large).as_ptr(), large.as_ptr());
     }
 
     #[test]

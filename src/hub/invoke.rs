@@ -539,9 +539,10 @@ impl Hub {
                 if record.fingerprint != request_fingerprint {
                     return Err(fail(duplicate_error(request_key)));
                 }
-                let stored = Arc::new(StoredResponse::from_record(record));
-                leader.finish(stored.clone());
-                return Ok(replay(&stored));
+                let stored = StoredResponse::from_record(record);
+                let reply = replay(&stored);
+                leader.finish(stored);
+                return Ok(reply);
             }
             Ok(other) => {
                 tracing::error!(?other, "writer answered a charge with an unexpected reply");
@@ -565,15 +566,16 @@ impl Hub {
             tracing::error!("charge committed without a stored response body");
             return Err(fail(JecpError::internal()));
         };
-        let stored = Arc::new(StoredResponse {
+        let stored = StoredResponse {
             fingerprint: request_fingerprint,
             http_status: 200,
             body,
             headers: reply_headers,
             expires_at_s,
-        });
-        leader.finish(stored.clone());
-        Ok(replay_fresh(&stored))
+        };
+        let reply = replay_fresh(&stored);
+        leader.finish(stored);
+        Ok(reply)
     }
 
     /// A stored answer whose body the idempotency table let go of, read back
@@ -583,7 +585,7 @@ impl Hub {
         agent_id: &str,
         request_key: &str,
         fingerprint: [u8; 32],
-    ) -> Result<Option<Arc<StoredResponse>>, JecpError> {
+    ) -> Result<Option<StoredResponse>, JecpError> {
         let command = Command::ReadIdempotency {
             agent_id: agent_id.to_owned(),
             request_key: request_key.to_owned(),
@@ -606,7 +608,7 @@ impl Hub {
             // The table compared fingerprints already; the store is the authority.
             return Err(duplicate_error(request_key));
         }
-        let stored = Arc::new(StoredResponse::from_record(record));
+        let stored = StoredResponse::from_record(record);
         self.idempotency
             .rewarm(agent_id, request_key, stored.clone());
         Ok(Some(stored))

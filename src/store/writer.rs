@@ -165,11 +165,31 @@ impl SpareRecords {
         }
     }
 
-    /// An empty buffer: a spare one with its capacity, or a new one.
-    fn take(&mut self) -> Vec<u8> {
-        let mut buffer = self.buffers.pop().unwrap_or_default();
+    /// An empty buffer of at least `bytes` capacity: the smallest spare that
+    /// fits, else the largest spare grown to fit, else a new one. (Batches
+    /// vary in size; the last spare in would often be too small, and growing
+    /// it takes fresh pages again.)
+    fn take(&mut self, bytes: usize) -> Vec<u8> {
+        let fitting = self
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, buffer)| buffer.capacity() >= bytes)
+            .min_by_key(|(_, buffer)| buffer.capacity());
+        let chosen = fitting
+            .or_else(|| {
+                self.buffers
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, buffer)| buffer.capacity())
+            })
+            .map(|(index, _)| index);
+        let mut buffer = chosen
+            .map(|index| self.buffers.swap_remove(index))
+            .unwrap_or_default();
         self.bytes -= buffer.capacity();
         buffer.clear();
+        buffer.reserve(bytes);
         buffer
     }
 
@@ -759,8 +779,7 @@ impl Writer {
         let expected_bytes = (entries * self.record_bytes_per_entry * 5 / 4
             + journal::HEADER_BYTES)
             .min(RECORD_PREALLOCATION_BYTES_MAX);
-        let mut buffer = self.spare_records.take();
-        buffer.reserve(expected_bytes);
+        let buffer = self.spare_records.take(expected_bytes);
         let mut record = RecordBuilder::new(buffer, commit_seq);
         for row in rows {
             record.account(row.id, &encode(row)?);
@@ -1200,15 +1219,32 @@ mod tests {
         spares.give_back([Vec::with_capacity(4_000)]);
         assert_eq!(spares.buffers.len(), 2);
         assert!(spares.bytes <= 10_000);
-        let reused = spares.take();
+        let reused = spares.take(100);
         assert!(reused.capacity() >= 4_000 && reused.is_empty());
         assert_eq!(
             spares.bytes,
             spares.buffers.iter().map(Vec::capacity).sum::<usize>()
         );
-        spares.take();
+        spares.take(0);
         // Empty: a fresh buffer, and the count stays at zero.
-        assert_eq!(spares.take().capacity(), 0);
+        assert_eq!(spares.take(0).capacity(), 0);
         assert_eq!(spares.bytes, 0);
+    }
+
+    #[test]
+    fn spare_records_are_taken_by_best_fit() {
+        let mut spares = SpareRecords::new(100_000);
+        spares.give_back([
+            Vec::with_capacity(1_000),
+            Vec::with_capacity(30_000),
+            Vec::with_capacity(8_000),
+        ]);
+        // The smallest that fits...
+        assert!((8_000..30_000).contains(&spares.take(5_000).capacity()));
+        // ...else the largest, grown.
+        let grown = spares.take(50_000);
+        assert!(grown.capacity() >= 50_000);
+        assert_eq!(spares.buffers.len(), 1);
+        assert_eq!(spares.bytes, spares.buffers[0].capacity());
     }
 }

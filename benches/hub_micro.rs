@@ -113,7 +113,7 @@ fn idempotency(c: &mut Criterion) {
                 .claim(AGENT_ID, key, print, NOW_S, Duration::from_secs(1), true)
                 .await
             {
-                Ok(Claim::Leader(guard)) => guard.finish(stored(print)),
+                Ok(Claim::Leader(guard)) => guard.finish(&stored(print)),
                 other => panic!("fresh key not granted: {other:?}"),
             }
         }

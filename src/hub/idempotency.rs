@@ -73,7 +73,10 @@ impl StoredResponse {
 
 struct InFlight {
     fingerprint: [u8; 32],
-    finished: watch::Receiver<()>,
+    /// Dropped with the entry when the leader ends, which wakes the twins
+    /// waiting on it. Made by the first twin: most keys never have one, and
+    /// a channel per call cost an allocation and its teardown.
+    finished: Option<watch::Sender<()>>,
 }
 
 /// One shard: a key is in at most one of the three maps.
@@ -102,9 +105,13 @@ enum Lookup {
 }
 
 impl Shard {
-    fn lookup(&self, key: KeyHash) -> Lookup {
-        if let Some(flight) = self.in_flight.get(&key) {
-            return Lookup::InFlight(flight.fingerprint, flight.finished.clone());
+    fn lookup(&mut self, key: KeyHash) -> Lookup {
+        if let Some(flight) = self.in_flight.get_mut(&key) {
+            let finished = flight
+                .finished
+                .get_or_insert_with(|| watch::channel(()).0)
+                .subscribe();
+            return Lookup::InFlight(flight.fingerprint, finished);
         }
         match self.newer.get(&key).or_else(|| self.older.get(&key)) {
             Some(stored) => Lookup::Kept(stored.clone()),
@@ -121,7 +128,7 @@ impl Shard {
     }
 
     /// Records a done key, replacing any earlier answer under it.
-    fn insert_done(&mut self, key: KeyHash, stored: StoredResponse, generation_bytes_max: usize) {
+    fn insert_done(&mut self, key: KeyHash, stored: &StoredResponse, generation_bytes_max: usize) {
         self.forget(key);
         self.insert_new_done(key, stored, generation_bytes_max);
     }
@@ -132,7 +139,7 @@ impl Shard {
     fn insert_new_done(
         &mut self,
         key: KeyHash,
-        mut stored: StoredResponse,
+        stored: &StoredResponse,
         generation_bytes_max: usize,
     ) {
         debug_assert!(
@@ -142,9 +149,15 @@ impl Shard {
         if generation_bytes_max == 0 {
             return;
         }
-        stored.body = self.keep_body(&stored.body);
-        self.newer_bytes += stored.memory_bytes();
-        self.newer.insert(key, stored);
+        let kept = StoredResponse {
+            fingerprint: stored.fingerprint,
+            http_status: stored.http_status,
+            body: self.keep_body(&stored.body),
+            headers: stored.headers.clone(),
+            expires_at_s: stored.expires_at_s,
+        };
+        self.newer_bytes += kept.memory_bytes();
+        self.newer.insert(key, kept);
         if self.newer_bytes > generation_bytes_max {
             // The older generation's bodies go (the store's index still knows
             // their keys); its emptied map, capacity kept, becomes the next
@@ -252,7 +265,7 @@ impl IdempotencyTable {
             let key = self.index.key_of(&record.agent_id, &record.request_key);
             let stored = StoredResponse::from_record(record);
             self.shard(key)
-                .insert_done(key, stored, self.generation_bytes_max);
+                .insert_done(key, &stored, self.generation_bytes_max);
         }
     }
 
@@ -302,23 +315,21 @@ impl IdempotencyTable {
                             return Ok(Claim::Stored);
                         }
                         // Absent or expired: this caller leads.
-                        let (sender, receiver) = watch::channel(());
                         shard.in_flight.insert(
                             key,
                             InFlight {
                                 fingerprint,
-                                finished: receiver,
+                                finished: None,
                             },
                         );
                         return Ok(Claim::Leader(LeaderGuard {
                             table: self.clone(),
                             key: Some(key),
-                            _finished: sender,
                         }));
                     }
                 }
             };
-            // The leader drops its sender when it ends, which wakes us.
+            // The leader's entry (and its sender) goes when it ends, which wakes us.
             match tokio::time::timeout_at(deadline, finished.changed()).await {
                 Ok(_) => continue,
                 Err(_) => {
@@ -334,7 +345,7 @@ impl IdempotencyTable {
 
     /// Puts a response read back from the store ([`Claim::Stored`]) in
     /// memory again, for the retries that may follow it.
-    pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: StoredResponse) {
+    pub fn rewarm(&self, agent_id: &str, request_key: &str, stored: &StoredResponse) {
         let key = self.index.key_of(agent_id, request_key);
         let mut shard = self.shard(key);
         if !shard.in_flight.contains_key(&key) {
@@ -402,7 +413,6 @@ pub fn duplicate_error(request_key: &str) -> JecpError {
 pub struct LeaderGuard {
     table: Arc<IdempotencyTable>,
     key: Option<KeyHash>,
-    _finished: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for LeaderGuard {
@@ -414,8 +424,9 @@ impl std::fmt::Debug for LeaderGuard {
 }
 
 impl LeaderGuard {
-    /// Publishes the response that is now durably stored.
-    pub fn finish(mut self, stored: StoredResponse) {
+    /// Publishes the response that is now durably stored (the table keeps
+    /// its own copy of the body).
+    pub fn finish(mut self, stored: &StoredResponse) {
         if let Some(key) = self.key.take() {
             let mut shard = self.table.shard(key);
             shard.in_flight.remove(&key);
@@ -459,7 +470,7 @@ mod tests {
         else {
             panic!()
         };
-        guard.finish(stored([1; 32]));
+        guard.finish(&stored([1; 32]));
         assert!(matches!(
             table
                 .claim("a", "k1", [1; 32], 0, wait, true)
@@ -524,7 +535,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         // A different fingerprint conflicts even while in flight.
         assert!(table.claim("a", "k", [8; 32], 0, wait, true).await.is_err());
-        guard.finish(stored([7; 32]));
+        guard.finish(&stored([7; 32]));
         for waiter in waiters {
             assert!(matches!(waiter.await.unwrap().unwrap(), Claim::Replay(_)));
         }
@@ -581,7 +592,7 @@ mod tests {
                     expires_at_s: 1_000,
                 },
             );
-            guard.finish(sized([1; 32], 500, 1_000));
+            guard.finish(&sized([1; 32], 500, 1_000));
         }
         // Each generation may overshoot by one response before it rotates.
         let entry_bytes = 500 + crate::records::RESPONSE_ENTRY_OVERHEAD_BYTES;
@@ -622,7 +633,7 @@ mod tests {
                 matches!(table.shard(key).lookup(key), Lookup::Absent)
             })
             .unwrap();
-        table.rewarm("a", cold_key, sized([1; 32], 10, 1_000));
+        table.rewarm("a", cold_key, &sized([1; 32], 10, 1_000));
         assert!(matches!(
             table
                 .claim("a", cold_key, [1; 32], 0, wait, true)

@@ -228,7 +228,7 @@ impl Hub {
                 .await
                 .map_err(fail)?;
             match claim {
-                Claim::Replay(stored) => return Ok(replay(&stored)),
+                Claim::Replay(stored) => return Ok(replay(stored)),
                 Claim::Leader(guard) => break guard,
                 Claim::Stored => {
                     if let Some(stored) = self
@@ -236,7 +236,7 @@ impl Hub {
                         .await
                         .map_err(fail)?
                     {
-                        return Ok(replay(&stored));
+                        return Ok(replay(stored));
                     }
                     // Expired in the store meanwhile: the id is free again.
                     consult_store = false;
@@ -540,9 +540,8 @@ impl Hub {
                     return Err(fail(duplicate_error(request_key)));
                 }
                 let stored = StoredResponse::from_record(record);
-                let reply = replay(&stored);
-                leader.finish(stored);
-                return Ok(reply);
+                leader.finish(&stored);
+                return Ok(replay(stored));
             }
             Ok(other) => {
                 tracing::error!(?other, "writer answered a charge with an unexpected reply");
@@ -562,7 +561,11 @@ impl Hub {
                 return Err(fail(error.to_jecp()));
             }
         }
-        let Some(body) = body_slot.get().cloned() else {
+        // The writer's recorder (which held the other handle) is gone once
+        // the charge is committed, so the body is moved out, not shared.
+        let body = Arc::try_unwrap(body_slot)
+            .map_or_else(|slot| slot.get().cloned(), OnceLock::into_inner);
+        let Some(body) = body else {
             tracing::error!("charge committed without a stored response body");
             return Err(fail(JecpError::internal()));
         };
@@ -573,9 +576,8 @@ impl Hub {
             headers: reply_headers,
             expires_at_s,
         };
-        let reply = replay_fresh(&stored);
-        leader.finish(stored);
-        Ok(reply)
+        leader.finish(&stored);
+        Ok(reply_of(stored))
     }
 
     /// A stored answer whose body the idempotency table let go of, read back
@@ -609,8 +611,7 @@ impl Hub {
             return Err(duplicate_error(request_key));
         }
         let stored = StoredResponse::from_record(record);
-        self.idempotency
-            .rewarm(agent_id, request_key, stored.clone());
+        self.idempotency.rewarm(agent_id, request_key, &stored);
         Ok(Some(stored))
     }
 
@@ -814,16 +815,16 @@ fn schema_violation(
     .detail("schema_url", schema_url.to_owned())
 }
 
-fn replay(stored: &StoredResponse) -> Reply {
-    replay_fresh(stored).with_header("X-Idempotent-Replay", "true")
+fn replay(stored: StoredResponse) -> Reply {
+    reply_of(stored).with_header("X-Idempotent-Replay", "true")
 }
 
-fn replay_fresh(stored: &StoredResponse) -> Reply {
+fn reply_of(stored: StoredResponse) -> Reply {
     Reply {
         status: stored.http_status,
         content_type: "application/json",
-        headers: stored.headers.clone(),
-        body: stored.body.clone(),
+        headers: stored.headers,
+        body: stored.body,
     }
 }
 

@@ -74,7 +74,7 @@ pub fn request_id_of(body: &Value) -> Option<String> {
 ///
 /// A well-formed envelope — every member known, of the right type, present
 /// once, within the size limits — is read straight into its fields
-/// ([`parse_well_formed`]); anything else goes through [`parse_general`],
+/// (`parse_well_formed`); anything else goes through `parse_general`,
 /// which builds the whole document as a `Value` and names every problem.
 /// Both give the same answer for every body (`fuzzing::check_envelope`
 /// compares them); the first only skips the top-level map and the member

@@ -43,9 +43,9 @@ pub const BOOKINGS: BundleTable = TableDefinition::new("booking_bundles");
 /// Stored answers ([`IdempotencyRecord`]) under the [`log_key`] the writer
 /// gave them, bundled. Keyed by write order, not by `(agent, request key)`:
 /// appends touch the last leaf page only, where random keys would dirty a
-/// page per record. Lookups go through the writer's in-memory index; the
-/// table is read whole once at start-up, and the periodic sweep deletes
-/// expired records.
+/// page per record. Lookups go through the in-memory
+/// [`IdempotencyIndex`]; the table is read whole once at start-up, and the
+/// periodic sweep deletes expired records.
 pub const IDEMPOTENCY: BundleTable = TableDefinition::new("idempotency_bundles");
 /// Provenance nonces: a log keyed by write order like [`IDEMPOTENCY`], a
 /// row per nonce (they are rare: only provenance-signed calls write one).

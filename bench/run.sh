@@ -38,6 +38,9 @@ if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- src benches bench Carg
     commit="$commit-dirty"
 fi
 
+# The command as run, with the knobs that were set, for the report's header.
+command="$(env | { grep -E '^BENCH_[A-Z_]+=' || true; } | sort | tr '\n' ' ')bench/run.sh"
+
 echo "== building release binaries" >&2
 cargo build --release --bins --quiet
 bench_bin="$target_dir/release/jecp-bench"
@@ -76,6 +79,6 @@ fi
     --criterion-dir "$CRITERION_HOME" \
     --single-charge-latency "$results/single-charge-latency.json" \
     --commit "$commit" \
-    --command "bench/run.sh" \
+    --command "$command" \
     --into BENCHMARKS.md
 echo "== BENCHMARKS.md updated from $results" >&2

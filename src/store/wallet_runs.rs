@@ -210,6 +210,28 @@ mod tests {
         assert!(stored(&db, 12, u128::MAX).is_empty());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes as a stored run decode to keys that start at the
+        /// row's key and increase, or to `Corrupt`; never a panic.
+        #[test]
+        fn arbitrary_runs_decode_or_are_corrupt(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            first in any::<u128>(),
+        ) {
+            match decode_run(10, first, &bytes) {
+                Ok(keys) => {
+                    prop_assert_eq!(keys[0], first);
+                    prop_assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+                }
+                Err(error) => prop_assert!(matches!(error, StoreError::Corrupt(_))),
+            }
+        }
+    }
+
     #[test]
     fn a_key_out_of_order_is_refused_and_a_torn_run_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ use super::StoreError;
 use super::bundles::{self, BundleTable, BundleWriter};
 use super::idempotency_index::{IdempotencyIndex, Location};
 use super::records::{AccountRecord, BookingRecord, TransferRecord, decode, encode};
-use super::wallet_runs::{self, RUN_KEYS_MAX, WALLET_RUNS};
+use super::wallet_runs::{self, RunWriter, WALLET_RUNS};
 use crate::ledger::{AccountId, Ledger, LedgerError, Transfer, Violation, verify_transfers};
 use crate::money::Micros;
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
@@ -583,26 +583,23 @@ fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
         let mut runs = txn
             .open_table(WALLET_RUNS)
             .map_err(|e| redb_error(context, e))?;
-        // Rows come sorted by (wallet, booking): cut a run at each new wallet
-        // and at the size bound.
-        let mut run: Vec<u128> = Vec::with_capacity(RUN_KEYS_MAX);
-        let mut run_wallet = None;
+        // Rows come sorted by (wallet, booking): writing each wallet's runs
+        // before the next wallet's keeps one wallet's keys in memory at a time.
+        let mut writer = RunWriter::default();
+        let mut current_wallet = None;
         for entry in old_index.iter().map_err(|e| redb_error(context, e))? {
             let (key, _) = entry.map_err(|e| redb_error(context, e))?;
             let (wallet, booking) = key.value();
-            if run_wallet != Some(wallet) || run.len() == RUN_KEYS_MAX {
-                if let Some(previous) = run_wallet.filter(|_| !run.is_empty()) {
-                    wallet_runs::write_run(&mut runs, previous, &run)?;
-                }
-                run.clear();
-                run_wallet = Some(wallet);
+            if current_wallet
+                .replace(wallet)
+                .is_some_and(|previous| previous != wallet)
+            {
+                std::mem::take(&mut writer).finish(&mut runs)?;
             }
-            run.push(booking);
+            writer.push(&mut runs, wallet, booking)?;
             moved[2] += 1;
         }
-        if let Some(wallet) = run_wallet.filter(|_| !run.is_empty()) {
-            wallet_runs::write_run(&mut runs, wallet, &run)?;
-        }
+        writer.finish(&mut runs)?;
     }
     for old in [BOOKINGS_V2, IDEMPOTENCY_V2] {
         txn.delete_table(old).map_err(|e| redb_error(context, e))?;

@@ -79,7 +79,7 @@ impl RunWriter {
 }
 
 /// Writes one run; `keys` is non-empty and strictly increasing.
-pub fn write_run(
+fn write_run(
     table: &mut Table<(u64, u128), &[u8]>,
     wallet: u64,
     keys: &[u128],

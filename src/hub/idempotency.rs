@@ -30,6 +30,7 @@
 //! its fingerprint there. Retries come soon after the first attempt, so they
 //! almost always find their body in memory.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -90,6 +91,11 @@ struct Shard {
     older: KeyHashMap<StoredResponse>,
     /// Where kept bodies are copied, many to a block (see [`Shard::keep_body`]).
     arena: BytesMut,
+    /// Whether `arena` is a block yet (the default one has no allocation).
+    arena_is_block: bool,
+    /// Filled blocks, oldest first, kept to be reused once their bodies are
+    /// all gone (see [`Shard::next_block`]).
+    filled_blocks: VecDeque<BytesMut>,
 }
 
 /// Bodies up to this size are copied into a shard's arena...
@@ -152,7 +158,7 @@ impl Shard {
         let kept = StoredResponse {
             fingerprint: stored.fingerprint,
             http_status: stored.http_status,
-            body: self.keep_body(&stored.body),
+            body: self.keep_body(&stored.body, generation_bytes_max),
             headers: stored.headers.clone(),
             expires_at_s: stored.expires_at_s,
         };
@@ -171,19 +177,49 @@ impl Shard {
     /// A copy of `body` in this shard's arena. A response's own buffer was
     /// allocated by whichever thread rendered it and would be freed, cold,
     /// when its generation goes: three frees of memory last touched
-    /// thousands of calls ago, per call. Blocks of many bodies go in one
-    /// free each, once every body in them is gone (a block straddling two
+    /// thousands of calls ago, per call. A block of many bodies is free
+    /// again once every body in it is gone (a block straddling two
     /// generations lives until the later one goes: at most one block per
-    /// shard beyond the bound). Large bodies keep their own buffer.
-    fn keep_body(&mut self, body: &Bytes) -> Bytes {
+    /// shard beyond the bound), and is then reused. Large bodies keep their
+    /// own buffer.
+    fn keep_body(&mut self, body: &Bytes, generation_bytes_max: usize) -> Bytes {
         if body.len() > ARENA_BODY_BYTES_MAX {
             return body.clone();
         }
         if self.arena.capacity() - self.arena.len() < body.len() {
-            self.arena = BytesMut::with_capacity(ARENA_BLOCK_BYTES);
+            let next = self.next_block();
+            let filled = std::mem::replace(&mut self.arena, next);
+            if std::mem::replace(&mut self.arena_is_block, true) {
+                self.filled_blocks.push_back(filled);
+                // Two generations span this many blocks, plus the two they
+                // may straddle; an older one is only let go (its memory is
+                // freed with its last body).
+                let blocks_max = 2 * generation_bytes_max / ARENA_BLOCK_BYTES + 2;
+                while self.filled_blocks.len() > blocks_max {
+                    self.filled_blocks.pop_front();
+                }
+            }
         }
         self.arena.extend_from_slice(body);
         self.arena.split().freeze()
+    }
+
+    /// The oldest filled block if none of its bodies is held any more (its
+    /// generation went, and no response being sent still holds one), else a
+    /// new one. Blocks fill and generations go in the same order, so the
+    /// oldest is the one to try. Reusing it keeps its pages: a new block is
+    /// memory the allocator returned to the OS a second earlier, and faulting
+    /// it back in (zeroing a transparent huge page) was the commonest page
+    /// fault on the billed path.
+    fn next_block(&mut self) -> BytesMut {
+        if let Some(oldest) = self.filled_blocks.front_mut()
+            && oldest.try_reclaim(ARENA_BLOCK_BYTES)
+            && let Some(mut block) = self.filled_blocks.pop_front()
+        {
+            block.clear();
+            return block;
+        }
+        BytesMut::with_capacity(ARENA_BLOCK_BYTES)
     }
 
     fn sweep(&mut self, now_s: i64) -> usize {
@@ -691,7 +727,10 @@ mod tests {
     fn kept_bodies_share_arena_blocks_and_large_ones_keep_their_buffer() {
         let mut shard = Shard::default();
         let small: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 1_000])).collect();
-        let kept: Vec<Bytes> = small.iter().map(|body| shard.keep_body(body)).collect();
+        let kept: Vec<Bytes> = small
+            .iter()
+            .map(|body| shard.keep_body(body, 1 << 20))
+            .collect();
         for (body, copy) in small.iter().zip(&kept) {
             assert_eq!(body, copy);
             assert_ne!(body.as_ptr(), copy.as_ptr(), "copied into the arena");
@@ -703,7 +742,46 @@ mod tests {
             .count();
         assert!(adjacent >= 95, "{adjacent} of 99 pairs share a block");
         let large = Bytes::from(vec![7u8; ARENA_BODY_BYTES_MAX + 1]);
-        assert_eq!(shard.keep_body(&large).as_ptr(), large.as_ptr());
+        assert_eq!(shard.keep_body(&large, 1 << 20).as_ptr(), large.as_ptr());
+    }
+
+    #[test]
+    fn arena_blocks_are_reused_once_their_bodies_are_gone() {
+        let mut shard = Shard::default();
+        let body = Bytes::from(vec![1u8; 1_000]);
+        // 65 bodies of 1,000 bytes fill a 64 KiB block.
+        let per_block = ARENA_BLOCK_BYTES / body.len();
+        let mut fill = |count: usize| -> Vec<Bytes> {
+            (0..count)
+                .map(|_| shard.keep_body(&body, 1 << 20))
+                .collect()
+        };
+        let first = fill(per_block);
+        let held = fill(2 * per_block);
+        let first_block = first[0].as_ptr();
+        drop(first);
+        let next = fill(per_block);
+        assert_eq!(
+            next[0].as_ptr(),
+            first_block,
+            "the first block, free again, takes the next bodies"
+        );
+        // Blocks with bodies still held are not reused under them.
+        let spans: Vec<_> = held
+            .chunks(per_block)
+            .map(|block| block[0].as_ptr() as usize..block[per_block - 1].as_ptr() as usize + 1)
+            .collect();
+        assert!(next.iter().all(|b| {
+            spans
+                .iter()
+                .all(|span| !span.contains(&(b.as_ptr() as usize)))
+        }));
+        assert!(next.iter().chain(&held).all(|b| b == &body));
+        // The blocks kept for reuse stay within the bound.
+        for _ in 0..1_000 {
+            shard.keep_body(&body, 100_000);
+        }
+        assert!(shard.filled_blocks.len() <= 2 * 100_000 / ARENA_BLOCK_BYTES + 2);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub mod admin;
 mod bundles;
 pub mod fault;
 pub mod idempotency_index;
+mod inbox;
 mod journal;
 pub mod records;
 mod tables;
@@ -64,7 +65,6 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -75,6 +75,7 @@ use crate::ledger::{AccountId, ChargeMemo, HoldId, Ledger, LedgerError, Posted, 
 use crate::money::Micros;
 use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
+use inbox::{Inbox, PushError};
 
 pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
 pub use idempotency_index::{IdempotencyIndex, Location};
@@ -437,7 +438,7 @@ enum Job {
 }
 
 struct Inner {
-    sender: SyncSender<Job>,
+    inbox: Arc<Inbox<Job>>,
     ledger: Arc<RwLock<Ledger>>,
     shared: Arc<Shared>,
     durability: Durability,
@@ -445,6 +446,14 @@ struct Inner {
     idempotency_index: Arc<IdempotencyIndex>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without a [`Store::shutdown`]: the writer
+    /// drains what is queued, makes its final commit and stops.
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
 }
 
 /// The handle to the writer thread. Cheap to clone; `Send + Sync`.
@@ -614,7 +623,7 @@ impl Store {
         };
 
         let queue_capacity = options.queue_capacity.max(1);
-        let (sender, receiver) = mpsc::sync_channel(queue_capacity);
+        let inbox = Arc::new(Inbox::new(queue_capacity));
         let ledger = Arc::new(RwLock::new(state.ledger));
         let shared = Arc::new(Shared {
             queue_depth: AtomicUsize::new(0),
@@ -639,11 +648,14 @@ impl Store {
         )?;
         let thread = std::thread::Builder::new()
             .name("jecp-store-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn({
+                let inbox = Arc::clone(&inbox);
+                move || writer.run(&inbox)
+            })
             .map_err(|error| StoreError::Io(format!("spawning the writer thread: {error}")))?;
         let store = Store {
             inner: Arc::new(Inner {
-                sender,
+                inbox,
                 ledger,
                 shared,
                 durability: options.durability,
@@ -662,13 +674,13 @@ impl Store {
         }
         // Count before sending so the writer's decrement can never underflow.
         self.inner.shared.queue_depth.fetch_add(1, Ordering::AcqRel);
-        match self.inner.sender.try_send(Job::Run { command, waiter }) {
+        match self.inner.inbox.push(Job::Run { command, waiter }) {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.inner.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
                 match error {
-                    TrySendError::Full(_) => Err(StoreError::Busy { retry_after_s: 1 }),
-                    TrySendError::Disconnected(_) => Err(StoreError::Closed),
+                    PushError::Full(_) => Err(StoreError::Busy { retry_after_s: 1 }),
+                    PushError::Closed(_) => Err(StoreError::Closed),
                 }
             }
         }
@@ -696,8 +708,9 @@ impl Store {
     /// Reserves `amount` on `wallet` directly in memory, without a trip
     /// through the writer queue. Holds are memory-only (a crash voids them),
     /// so they need no commit; taking them here means a call never waits
-    /// behind another batch's fsync for its reservation. The writer releases
-    /// the ledger lock while it commits, so this never waits on disk either.
+    /// behind another batch's fsync for its reservation. The writer takes the
+    /// ledger lock one command at a time and releases it while it commits, so
+    /// this never waits on disk, nor on a whole batch being applied.
     /// If the batch being committed fails, the ledger's journal drops holds
     /// created meanwhile (their posts then fail with `UnknownHold`), so a hold
     /// can never outlive a credit it relied on.
@@ -766,10 +779,9 @@ impl Store {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             // Someone else is shutting down; still wait for the thread below.
         } else {
-            let sender = self.inner.sender.clone();
-            // A blocking send: the queue may be full, and the shutdown marker
-            // must land behind everything already accepted.
-            let _ = tokio::task::spawn_blocking(move || sender.send(Job::Shutdown).is_ok()).await;
+            // Past the capacity: the queue may be full, and the shutdown
+            // marker must land behind everything already accepted.
+            let _ = self.inner.inbox.push_past_capacity(Job::Shutdown);
         }
         let thread = self
             .inner

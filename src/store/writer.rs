@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase};
 
 use super::idempotency_index::{IdempotencyIndex, Location};
+use super::inbox::{Inbox, Popped};
 use super::journal::{self, Journal, RecordBuilder};
 use super::records::{AccountRecord, BookingRecord, encode};
 use super::tables::{self, redb_error};
@@ -149,7 +150,11 @@ const RECORD_PREALLOCATION_BYTES_MAX: usize = 1 << 20;
 /// thread, so every commit used to take fresh memory from the allocator,
 /// which had returned the freed records' pages to the OS meanwhile: page
 /// faults on the writer's hot path. Reusing the buffers keeps that memory
-/// mapped. At most `bytes_max` of capacity is kept (one journal file's worth).
+/// mapped. At most `bytes_max` of capacity is kept: two journal files' worth
+/// of record bytes, because records are allocated a quarter larger than they
+/// turn out and a whole file's records come back at once; with only one
+/// file's worth, part of every checkpoint's memory was freed and the next
+/// file's records faulted fresh (transparent huge) pages in again.
 struct SpareRecords {
     buffers: Vec<Vec<u8>>,
     bytes: usize,
@@ -166,30 +171,24 @@ impl SpareRecords {
     }
 
     /// An empty buffer of at least `bytes` capacity: the smallest spare that
-    /// fits, else the largest spare grown to fit, else a new one. (Batches
-    /// vary in size; the last spare in would often be too small, and growing
-    /// it takes fresh pages again.)
+    /// fits, else a new one. (Batches vary in size, so the last spare in
+    /// would often be too small. A spare too small is not grown either: a
+    /// `realloc` copies its whole old capacity, garbage included, into fresh
+    /// pages; it stays for a smaller record.)
     fn take(&mut self, bytes: usize) -> Vec<u8> {
         let fitting = self
             .buffers
             .iter()
             .enumerate()
             .filter(|(_, buffer)| buffer.capacity() >= bytes)
-            .min_by_key(|(_, buffer)| buffer.capacity());
-        let chosen = fitting
-            .or_else(|| {
-                self.buffers
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, buffer)| buffer.capacity())
-            })
+            .min_by_key(|(_, buffer)| buffer.capacity())
             .map(|(index, _)| index);
-        let mut buffer = chosen
-            .map(|index| self.buffers.swap_remove(index))
-            .unwrap_or_default();
+        let Some(index) = fitting else {
+            return Vec::with_capacity(bytes);
+        };
+        let mut buffer = self.buffers.swap_remove(index);
         self.bytes -= buffer.capacity();
         buffer.clear();
-        buffer.reserve(bytes);
         buffer
     }
 
@@ -290,38 +289,37 @@ impl Writer {
             effects_buffer: Vec::new(),
             unrecorded_buffer: Vec::new(),
             record_bytes_per_entry: 0,
-            spare_records: SpareRecords::new(checkpoint_bytes),
+            spare_records: SpareRecords::new(checkpoint_bytes.saturating_mul(2)),
         })
     }
 
-    pub(super) fn run(mut self, receiver: Receiver<Job>) {
+    pub(super) fn run(mut self, inbox: &Inbox<Job>) {
         let mut batch: Vec<(Command, Option<Waiter>)> = Vec::with_capacity(self.batch_max);
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.batch_max);
         loop {
-            let first = match self.wake_deadline() {
-                None => receiver.recv().ok(),
-                Some(deadline) => match receiver
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    Ok(job) => Some(job),
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.on_timer();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            let mut stop = match first {
-                None | Some(Job::Shutdown) => true,
-                Some(Job::Run { command, waiter }) => {
-                    batch.push((command, waiter));
+            let mut stop = match inbox.pop(self.wake_deadline()) {
+                Popped::TimedOut => {
+                    self.on_timer();
+                    continue;
+                }
+                Popped::Closed => true,
+                Popped::Job(first) => {
+                    jobs.push(first);
+                    inbox.pop_more(&mut jobs, self.batch_max - 1);
                     false
                 }
             };
-            while !stop && batch.len() < self.batch_max {
-                match receiver.try_recv() {
-                    Ok(Job::Run { command, waiter }) => batch.push((command, waiter)),
-                    Ok(Job::Shutdown) => stop = true,
-                    Err(_) => break,
+            for job in jobs.drain(..) {
+                match job {
+                    // Jobs behind the marker are answered below, after the close.
+                    _ if stop => {
+                        if let Job::Run { waiter, .. } = job {
+                            self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
+                            reply(waiter, Err(StoreError::Closed));
+                        }
+                    }
+                    Job::Run { command, waiter } => batch.push((command, waiter)),
+                    Job::Shutdown => stop = true,
                 }
             }
             self.shared
@@ -346,9 +344,11 @@ impl Writer {
                 self.on_timer();
             }
             if stop {
+                // Nothing is accepted from here on; what is already queued
+                // behind the shutdown marker is refused, not dropped silently.
+                inbox.close();
                 self.close();
-                // Late arrivals behind the shutdown marker are refused, not dropped silently.
-                while let Ok(job) = receiver.try_recv() {
+                while let Popped::Job(job) = inbox.pop(None) {
                     if let Job::Run { waiter, .. } = job {
                         self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
                         reply(waiter, Err(StoreError::Closed));
@@ -630,93 +630,95 @@ impl Writer {
         let mut pending = std::mem::take(&mut self.pending_buffer);
         let mut effects = std::mem::take(&mut self.effects_buffer);
         let mut unrecorded = std::mem::take(&mut self.unrecorded_buffer);
-        let rows: Vec<AccountRecord>;
-        {
-            // A clone of the handle, so reads below may checkpoint (`&mut self`).
-            let ledger_lock = Arc::clone(&self.ledger);
-            let mut ledger = ledger_lock.write().unwrap_or_else(PoisonError::into_inner);
-            ledger.begin_batch();
-            for (command, waiter) in batch.drain(..) {
-                match command {
-                    Command::History {
-                        wallet,
-                        before,
-                        limit,
-                    } => {
-                        let history = self.read_history(wallet, before, limit);
-                        reply(waiter, history);
-                        continue;
-                    }
-                    Command::ReadIdempotency {
-                        agent_id,
-                        request_key,
-                    } => {
-                        let stored = self
-                            .stored_answer(&agent_id, &request_key, now_ms.div_euclid(1000))
-                            .map(Reply::Stored);
-                        reply(waiter, stored);
-                        continue;
-                    }
-                    _ => {}
+        // The ledger is locked one command at a time, not for the whole
+        // batch: a batch of dozens of charges held the lock for tens of µs,
+        // and request tasks taking holds or reading trust counters meanwhile
+        // went to sleep on it (and had to be woken and scheduled again).
+        // Holds taken between two commands are recorded by the batch's undo
+        // journal exactly like holds taken during the commit below.
+        self.lock_ledger().begin_batch();
+        for (command, waiter) in batch.drain(..) {
+            match command {
+                Command::History {
+                    wallet,
+                    before,
+                    limit,
+                } => {
+                    let history = self.read_history(wallet, before, limit);
+                    reply(waiter, history);
+                    continue;
                 }
-                // The idempotency index key of the charge's record, named once
-                // for the duplicate check here and the index entry at commit.
-                let charge = charge_recorder(&command).map(|recorder| {
-                    let (agent_id, request_key) = recorder.key();
-                    (
-                        recorder,
-                        self.idempotency_index.key_of(agent_id, request_key),
-                    )
-                });
-                let charge_key = charge.map(|(_, key)| key);
-                if let Some((recorder, key)) = charge
-                    && let Some(stored) =
-                        self.already_charged(key, recorder, now_ms.div_euclid(1000))
-                {
-                    // Release what the duplicate reserved; the first charge stands.
-                    if let Command::Post { hold, .. } = &command {
-                        let _ = ledger.void(*hold);
-                    }
+                Command::ReadIdempotency {
+                    agent_id,
+                    request_key,
+                } => {
+                    let stored = self
+                        .stored_answer(&agent_id, &request_key, now_ms.div_euclid(1000))
+                        .map(Reply::Stored);
                     reply(waiter, stored);
                     continue;
                 }
-                match apply(&mut ledger, command, now_ms, &mut effects) {
-                    // Memory-only work and ledger refusals need no commit: answer now.
-                    Applied::Now(result) => reply(waiter, result),
-                    Applied::AfterCommit(result) => pending.push(Pending { waiter, result }),
-                    Applied::Charged { posted, recorder } => {
-                        if let (Some(recorder), Some(key)) = (recorder, charge_key) {
-                            unrecorded.push((pending.len(), recorder, key));
-                        }
-                        pending.push(Pending {
-                            waiter,
-                            result: Ok(Reply::Posted(posted)),
-                        });
+                _ => {}
+            }
+            // The idempotency index key of the charge's record, named once
+            // for the duplicate check here and the index entry at commit.
+            let charge = charge_recorder(&command).map(|recorder| {
+                let (agent_id, request_key) = recorder.key();
+                (
+                    recorder,
+                    self.idempotency_index.key_of(agent_id, request_key),
+                )
+            });
+            let charge_key = charge.map(|(_, key)| key);
+            if let Some((recorder, key)) = charge
+                && let Some(stored) = self.already_charged(key, recorder, now_ms.div_euclid(1000))
+            {
+                // Release what the duplicate reserved; the first charge stands.
+                if let Command::Post { hold, .. } = &command {
+                    let _ = self.lock_ledger().void(*hold);
+                }
+                reply(waiter, stored);
+                continue;
+            }
+            let applied = apply(&mut self.lock_ledger(), command, now_ms, &mut effects);
+            match applied {
+                // Memory-only work and ledger refusals need no commit: answer now.
+                Applied::Now(result) => reply(waiter, result),
+                Applied::AfterCommit(result) => pending.push(Pending { waiter, result }),
+                Applied::Charged { posted, recorder } => {
+                    if let (Some(recorder), Some(key)) = (recorder, charge_key) {
+                        unrecorded.push((pending.len(), recorder, key));
                     }
+                    pending.push(Pending {
+                        waiter,
+                        result: Ok(Reply::Posted(posted)),
+                    });
                 }
             }
-            let needs_commit = !effects.is_empty()
-                || pending
-                    .iter()
-                    .any(|p| matches!(p.result, Ok(Reply::Posted(_) | Reply::Credited(_))));
-            if !needs_commit {
-                ledger.commit_batch();
-                drop(ledger);
-                for Pending { waiter, result } in pending.drain(..) {
-                    reply(waiter, result);
-                }
-                self.pending_buffer = pending;
-                self.effects_buffer = effects;
-                self.unrecorded_buffer = unrecorded;
-                return;
+        }
+        let needs_commit = !effects.is_empty()
+            || pending
+                .iter()
+                .any(|p| matches!(p.result, Ok(Reply::Posted(_) | Reply::Credited(_))));
+        if !needs_commit {
+            self.lock_ledger().commit_batch();
+            for Pending { waiter, result } in pending.drain(..) {
+                reply(waiter, result);
             }
-            rows = ledger
+            self.pending_buffer = pending;
+            self.effects_buffer = effects;
+            self.unrecorded_buffer = unrecorded;
+            return;
+        }
+        let rows: Vec<AccountRecord> = {
+            let ledger = self.lock_ledger();
+            ledger
                 .batch_touched()
                 .iter()
                 .filter_map(|id| ledger.account(*id))
                 .map(AccountRecord::from)
-                .collect();
-        }
+                .collect()
+        };
         // Rendering a response body takes longer than booking the charge;
         // done here, it no longer holds up the request tasks that read the
         // ledger (trust tier, free calls) or take holds meanwhile.
@@ -1241,10 +1243,14 @@ mod tests {
         ]);
         // The smallest that fits...
         assert!((8_000..30_000).contains(&spares.take(5_000).capacity()));
-        // ...else the largest, grown.
-        let grown = spares.take(50_000);
-        assert!(grown.capacity() >= 50_000);
-        assert_eq!(spares.buffers.len(), 1);
-        assert_eq!(spares.bytes, spares.buffers[0].capacity());
+        // ...else a new one; the spares too small stay for smaller records.
+        let fresh = spares.take(50_000);
+        assert!(fresh.capacity() >= 50_000);
+        assert_eq!(spares.buffers.len(), 2);
+        assert_eq!(
+            spares.bytes,
+            spares.buffers.iter().map(Vec::capacity).sum::<usize>()
+        );
+        assert!(spares.take(20_000).capacity() >= 30_000);
     }
 }

@@ -127,6 +127,11 @@ impl RecordBuilder {
         RecordBuilder { bytes: buffer }
     }
 
+    /// Bytes so far, header included.
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     fn blob(&mut self, data: &[u8]) {
         // Record values are bounded far below 4 GiB by `RECORD_BYTES_MAX`;
         // `finish` refuses the record if the total says otherwise.

@@ -133,9 +133,11 @@ pub(super) struct Writer {
     /// Charges of the batch whose idempotency record is still to be built:
     /// (index in the pending replies, recorder).
     unrecorded_buffer: Vec<(usize, IdempotencyRecorder, KeyHash)>,
-    /// Bytes per reply or effect in the last journal record: the next
-    /// record is reserved at about its final size instead of regrowing.
-    record_bytes_per_entry: usize,
+    /// Bytes per account row, and per reply or effect, in the last journal
+    /// record with any: the next record is reserved at about its final size
+    /// instead of regrowing.
+    row_bytes_estimate: usize,
+    entry_bytes_estimate: usize,
     /// Buffers of checkpointed records, for the next records.
     spare_records: SpareRecords,
 }
@@ -288,7 +290,8 @@ impl Writer {
             pending_buffer: Vec::new(),
             effects_buffer: Vec::new(),
             unrecorded_buffer: Vec::new(),
-            record_bytes_per_entry: 0,
+            row_bytes_estimate: 0,
+            entry_bytes_estimate: 0,
             spare_records: SpareRecords::new(checkpoint_bytes.saturating_mul(2)),
         })
     }
@@ -775,16 +778,25 @@ impl Writer {
         effects: &[Effect],
     ) -> Result<(), StoreError> {
         let commit_seq = self.commit_seq + 1;
-        let entries = rows.len() + pending.len() + effects.len();
-        // A quarter more than the last record's average, so a batch of
-        // larger-than-usual rows rarely regrows the buffer.
-        let expected_bytes = (entries * self.record_bytes_per_entry * 5 / 4
-            + journal::HEADER_BYTES)
-            .min(RECORD_PREALLOCATION_BYTES_MAX);
+        let entries = pending.len() + effects.len();
+        // Rows (the few accounts a batch touches, however many calls it
+        // holds) and entries (about 1.3 KB per billed call) are estimated
+        // apart: one average over both fell short for every batch larger
+        // than the last, and the record regrew by `realloc`, copying into
+        // fresh pages, mid-commit. A quarter more than the estimate, so a
+        // batch of larger-than-usual rows rarely regrows the buffer.
+        let expected_bytes =
+            ((rows.len() * self.row_bytes_estimate + entries * self.entry_bytes_estimate) * 5 / 4
+                + journal::HEADER_BYTES)
+                .min(RECORD_PREALLOCATION_BYTES_MAX);
         let buffer = self.spare_records.take(expected_bytes);
         let mut record = RecordBuilder::new(buffer, commit_seq);
         for row in rows {
             record.account(row.id, &encode(row)?);
+        }
+        let rows_end = record.len();
+        if !rows.is_empty() {
+            self.row_bytes_estimate = (rows_end - journal::HEADER_BYTES).div_ceil(rows.len());
         }
         for entry in pending {
             let booked = match &entry.result {
@@ -835,8 +847,10 @@ impl Writer {
                 Effect::Sweep { now_s } => record.sweep(*now_s),
             }
         }
+        if entries > 0 {
+            self.entry_bytes_estimate = (record.len() - rows_end).div_ceil(entries);
+        }
         let record = record.finish()?;
-        self.record_bytes_per_entry = record.len().div_ceil(entries.max(1));
 
         let durable = self.durability == Durability::Immediate
             || self.fsync_due_at().is_some_and(|due| due <= Instant::now());

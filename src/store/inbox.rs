@@ -73,30 +73,27 @@ impl<T> Inbox<T> {
 
     /// Queues `job` unless `capacity` jobs wait already or the inbox is closed.
     pub(super) fn push(&self, job: T) -> Result<(), PushError<T>> {
-        let wake = {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(PushError::Closed(job));
-            }
-            if state.jobs.len() >= self.capacity {
-                return Err(PushError::Full(job));
-            }
-            state.jobs.push_back(job);
-            std::mem::take(&mut state.consumer_parked)
-        };
-        if wake {
-            self.wake_consumer();
-        }
-        Ok(())
+        self.enqueue(job, self.capacity)
     }
 
     /// Queues `job` even when full (one marker behind everything accepted,
     /// such as a shutdown request); refused only once closed.
     pub(super) fn push_past_capacity(&self, job: T) -> Result<(), T> {
+        self.enqueue(job, usize::MAX).map_err(|error| match error {
+            PushError::Full(job) | PushError::Closed(job) => job,
+        })
+    }
+
+    /// Pushes under the lock if fewer than `jobs_max` wait, then wakes the
+    /// consumer outside it if it was parking.
+    fn enqueue(&self, job: T, jobs_max: usize) -> Result<(), PushError<T>> {
         let wake = {
             let mut state = self.lock();
             if state.closed {
-                return Err(job);
+                return Err(PushError::Closed(job));
+            }
+            if state.jobs.len() >= jobs_max {
+                return Err(PushError::Full(job));
             }
             state.jobs.push_back(job);
             std::mem::take(&mut state.consumer_parked)

@@ -314,13 +314,9 @@ impl Writer {
             };
             for job in jobs.drain(..) {
                 match job {
-                    // Jobs behind the marker are answered below, after the close.
-                    _ if stop => {
-                        if let Job::Run { waiter, .. } = job {
-                            self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
-                            reply(waiter, Err(StoreError::Closed));
-                        }
-                    }
+                    // Jobs behind the marker in this drain are refused like
+                    // those still queued behind it (below).
+                    _ if stop => self.refuse_after_shutdown(job),
                     Job::Run { command, waiter } => batch.push((command, waiter)),
                     Job::Shutdown => stop = true,
                 }
@@ -352,10 +348,7 @@ impl Writer {
                 inbox.close();
                 self.close();
                 while let Popped::Job(job) = inbox.pop(None) {
-                    if let Job::Run { waiter, .. } = job {
-                        self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
-                        reply(waiter, Err(StoreError::Closed));
-                    }
+                    self.refuse_after_shutdown(job);
                 }
                 tracing::info!("store writer stopped");
                 return;
@@ -482,6 +475,14 @@ impl Writer {
                 self.db = None;
                 self.record_failure("the checkpoint thread stopped");
             }
+        }
+    }
+
+    /// Answers a job found behind the shutdown marker: the store is closed.
+    fn refuse_after_shutdown(&self, job: Job) {
+        if let Job::Run { waiter, .. } = job {
+            self.shared.queue_depth.fetch_sub(1, Ordering::AcqRel);
+            reply(waiter, Err(StoreError::Closed));
         }
     }
 

@@ -268,6 +268,14 @@ fn chance_of_at_least(rounds: usize, reached: usize) -> f64 {
     total / 2f64.powi(i32::try_from(rounds).unwrap_or(i32::MAX))
 }
 
+/// How many per-round ratios reach the issue-5 target on their own.
+fn rounds_at_target(ratios: &[f64]) -> usize {
+    ratios
+        .iter()
+        .filter(|&&ratio| ratio >= BILLED_TO_HEALTH_MIN)
+        .count()
+}
+
 /// The issue-5 verdict over the per-round ratios. One round is judged by
 /// its value. Over several, the median alone flips with the noise when the
 /// path sits near 50% (one published run read "met" at 51.5% with 4 of 10
@@ -278,10 +286,7 @@ fn chance_of_at_least(rounds: usize, reached: usize) -> f64 {
 /// when that few do, and otherwise on the line, which is not met either.
 fn ratio_verdict(ratios: &[f64]) -> String {
     let rounds = ratios.len();
-    let reached = ratios
-        .iter()
-        .filter(|&&ratio| ratio >= BILLED_TO_HEALTH_MIN)
-        .count();
+    let reached = rounds_at_target(ratios);
     if rounds == 1 {
         return verdict(reached == 1).to_owned();
     }
@@ -344,10 +349,7 @@ pub fn target_rows(
                         ratios.len(),
                         ratios[0] * 100.0,
                         ratios[ratios.len() - 1] * 100.0,
-                        ratios
-                            .iter()
-                            .filter(|&&ratio| ratio >= BILLED_TO_HEALTH_MIN)
-                            .count(),
+                        rounds_at_target(&ratios),
                         ratios.len()
                     )
                 } else {

@@ -40,3 +40,22 @@ prepare_bench() {
     rm -rf "$TMPDIR"
     mkdir -p "$TMPDIR"
 }
+
+# Runs "$bench" (prepare_bench first) in the background with the `run`
+# arguments after the first three, output to $3, waits $2 seconds for the
+# spawned Hub's set-up and warm-up, and sets `bench_pid` and `hub_pid`.
+# Exits with a message naming $1, the calling script, when the Hub is not
+# running by then.
+start_load() { # SCRIPT SETTLE_S OUTPUT RUN_ARGS...
+    local script=$1 settle_s=$2 output=$3
+    shift 3
+    "$bench" run "$@" > "$output" &
+    bench_pid=$!
+    sleep "$settle_s"
+    hub_pid=$(pgrep -P "$bench_pid" jecp-hub || true)
+    if [ -z "$hub_pid" ]; then
+        wait "$bench_pid" || true
+        echo "$script: the spawned Hub is not running (see $output)" >&2
+        exit 1
+    fi
+}

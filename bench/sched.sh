@@ -27,18 +27,10 @@ prepare_bench sched-tmp
 hub_bin="$(dirname "$bench")/jecp-hub"
 settle_s=${SCHED_SETTLE_S:-4}
 
-"$bench" run --hub-bin "$hub_bin" --scenario "$scenario" \
-    --duration-s $((settle_s + 4)) --warmup-s 1 \
+start_load bench/sched.sh "$settle_s" "$TMPDIR/run.txt" \
+    --hub-bin "$hub_bin" --scenario "$scenario" --duration-s $((settle_s + 4)) --warmup-s 1 \
     --concurrency "${SCHED_CONCURRENCY:-256}" --agents "${SCHED_AGENTS:-64}" \
-    --durability "${SCHED_DURABILITY:-immediate}" --quiet > "$TMPDIR/run.txt" &
-bench_pid=$!
-sleep "$settle_s"
-hub_pid=$(pgrep -P "$bench_pid" jecp-hub || true)
-if [ -z "$hub_pid" ]; then
-    wait "$bench_pid" || true
-    echo "bench/sched.sh: the spawned Hub is not running (see $TMPDIR/run.txt)" >&2
-    exit 1
-fi
+    --durability "${SCHED_DURABILITY:-immediate}" --quiet
 labels="$TMPDIR/labels.txt"
 for task in /proc/"$hub_pid"/task/* /proc/"$bench_pid"/task/*; do
     case "$task" in /proc/"$hub_pid"/*) side=hub ;; *) side=load ;; esac

@@ -27,14 +27,14 @@ hub_bin="$(dirname "$bench")/jecp-hub"
 settle_s=${THREADS_SETTLE_S:-4}
 window_s=${THREADS_WINDOW_S:-3}
 
-# One line per thread: SIDE:NAME utime stime (clock ticks). The command name
+# One line per thread: SIDE:NAME TID utime stime (clock ticks). The command name
 # in `stat` is in parentheses and may hold spaces, so fields are counted
 # after the closing one.
 snapshot() { # HUB_PID BENCH_PID
     local task side
     for task in /proc/"$1"/task/* /proc/"$2"/task/*; do
         case "$task" in /proc/"$1"/*) side=hub ;; *) side=load ;; esac
-        echo "$side:$(tr ' ' _ < "$task/comm" 2> /dev/null || echo gone)" \
+        echo "$side:$(tr ' ' _ < "$task/comm" 2> /dev/null || echo gone)" "$(basename "$task")" \
             "$(cut -d')' -f2 "$task/stat" 2> /dev/null | awk '{print $12, $13}')"
     done
 }
@@ -62,24 +62,24 @@ us_per_tick = 1e6 / float(ticks_per_s)
 
 
 def read(path):
+    # (name, tid) -> (user, system); a thread gone mid-read has no times.
     times = {}
     for line in open(path):
         fields = line.split()
-        if len(fields) == 3:
-            times.setdefault(fields[0], []).append((int(fields[1]), int(fields[2])))
+        if len(fields) == 4:
+            times[(fields[0], fields[1])] = (int(fields[2]), int(fields[3]))
     return times
 
 
 before, after = read(before_path), read(after_path)
 per_name = collections.defaultdict(lambda: [0, 0])
-for name, threads in after.items():
-    # Threads are matched by position within a name: the same tasks in the
-    # same /proc order; one that ended in between is counted from zero.
-    earlier = before.get(name, [])
-    for index, (user, system) in enumerate(threads):
-        user0, system0 = earlier[index] if index < len(earlier) else (0, 0)
-        per_name[name][0] += user - user0
-        per_name[name][1] += system - system0
+for (name, tid), (user, system) in after.items():
+    # A thread started within the window counts from zero; one that ended
+    # within it is not seen (the Hub's and the load generator's threads all
+    # live for the whole run).
+    user0, system0 = before.get((name, tid), (0, 0))
+    per_name[name][0] += user - user0
+    per_name[name][1] += system - system0
 print(f"{scenario['scenario']}: {scenario['throughput_per_s']:,.0f} req/s; "
       f"Hub {scenario['hub_cpu_us_per_request']:.1f} / load "
       f"{scenario['client_cpu_us_per_request']:.1f} µs per request over the run")

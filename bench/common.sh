@@ -1,6 +1,8 @@
-# Shared by the build-comparison scripts (ab.sh, pair.sh, instructions.sh);
-# sourced, not run. Expects `set -euo pipefail` and the project root as the
-# working directory.
+# shellcheck shell=bash
+# Shared by the build-comparison scripts (ab.sh, pair.sh, instructions.sh)
+# and the per-thread readings (sched.sh, threads.sh, allocs.sh); sourced, not
+# run. Expects `set -euo pipefail` and the project root as the working
+# directory.
 
 # Prints the calling script's header comment (its lines 2 to $1) and exits 2.
 usage() {
@@ -39,6 +41,15 @@ prepare_bench() {
     export TMPDIR="$target_dir/$1"
     rm -rf "$TMPDIR"
     mkdir -p "$TMPDIR"
+}
+
+# prepare_bench, and builds the Hub too and sets `hub_bin` (its path): for
+# the scripts that spawn the working tree's Hub rather than compare builds.
+prepare_hub_and_bench() {
+    cargo build --release --quiet --bin jecp-hub
+    prepare_bench "$1"
+    # shellcheck disable=SC2034 # read by the sourcing script
+    hub_bin="$(dirname "$bench")/jecp-hub"
 }
 
 # Runs "$bench" (prepare_bench first) in the background with the `run`

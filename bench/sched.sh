@@ -22,9 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario=${1:-invoke-echo}
 command -v perf > /dev/null || { echo "bench/sched.sh: perf is not installed" >&2; exit 2; }
 
-cargo build --release --quiet --bin jecp-hub
-prepare_bench sched-tmp
-hub_bin="$(dirname "$bench")/jecp-hub"
+prepare_hub_and_bench sched-tmp
 settle_s=${SCHED_SETTLE_S:-4}
 
 start_load bench/sched.sh "$settle_s" "$TMPDIR/run.txt" \

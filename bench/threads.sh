@@ -21,9 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . bench/common.sh
 [ $# -ge 1 ] || usage 15
 
-cargo build --release --quiet --bin jecp-hub
-prepare_bench threads-tmp
-hub_bin="$(dirname "$bench")/jecp-hub"
+prepare_hub_and_bench threads-tmp
 settle_s=${THREADS_SETTLE_S:-4}
 window_s=${THREADS_WINDOW_S:-3}
 

@@ -68,7 +68,7 @@ import re
 import sys
 
 # --per-thread CSV lines: "<comm>-<tid>,<count>,<unit>,<event>,..."
-counts = collections.defaultdict(lambda: collections.Counter())
+counts = collections.defaultdict(collections.Counter)
 for line in open(sys.argv[1]):
     fields = line.strip().split(",")
     if len(fields) < 4 or not fields[1].isdigit():

@@ -1,22 +1,18 @@
-//! The storage seam for fault tests: a `redb::StorageBackend` over
-//! [`FileBackend`] whose writes and syncs fail while a shared switch is armed.
-//! The commit journal asks the same switch before each of its writes and syncs.
+//! The storage seam for fault tests: a shared switch that, while armed, fails
+//! the database file's writes and syncs (`DatabaseFile`, in
+//! `database_file.rs`, asks it before each) and the commit journal's (which
+//! asks it the same way).
 //!
-//! Production passes no switch and the wrapper only forwards. Tests arm the
+//! Production passes no switch and nothing is ever failed. Tests arm the
 //! switch ([`FaultKind`]) to simulate a full disk (`ENOSPC`), a failing write or
 //! a failing fsync (`EIO`) and check that a failed commit fails its waiters and
 //! leaves memory equal to disk. A running Hub takes a switch through
 //! `Running::start_with_fault` / `Hub::open_with_fault`.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-
-use redb::backends::FileBackend;
-use redb::{BackendError, StorageBackend};
 
 /// `ENOSPC` on Linux; what a full disk reports.
 const ENOSPC: i32 = 28;
@@ -93,12 +89,22 @@ impl FaultSwitch {
         self.injected.load(Ordering::SeqCst)
     }
 
-    /// The journal's seam: fails like a backend `write` would.
+    /// The database file's seam, asked before each of its writes.
+    pub(super) fn check_database_write(&self) -> io::Result<()> {
+        self.check(Operation::Write)
+    }
+
+    /// The database file's seam, asked before each of its syncs.
+    pub(super) fn check_database_sync(&self) -> io::Result<()> {
+        self.check(Operation::Sync)
+    }
+
+    /// The journal's seam: fails like a database `write` would.
     pub(super) fn check_write(&self) -> io::Result<()> {
         self.check(Operation::JournalWrite)
     }
 
-    /// The journal's seam: fails like a backend `sync_data` would.
+    /// The journal's seam: fails like a database `sync_data` would.
     pub(super) fn check_sync(&self) -> io::Result<()> {
         self.check(Operation::JournalSync)
     }
@@ -125,88 +131,4 @@ enum Operation {
     Sync,
     JournalWrite,
     JournalSync,
-}
-
-/// [`FileBackend`] with optional injected failures on `write` and `sync_data`.
-#[derive(Debug)]
-pub struct FaultyBackend {
-    inner: FileBackend,
-    switch: Option<FaultSwitch>,
-}
-
-impl FaultyBackend {
-    pub fn new(
-        file: File,
-        switch: Option<FaultSwitch>,
-    ) -> Result<FaultyBackend, redb::DatabaseError> {
-        Ok(FaultyBackend {
-            inner: FileBackend::new(file)?,
-            switch,
-        })
-    }
-
-    fn check(&self, operation: Operation) -> io::Result<()> {
-        match &self.switch {
-            Some(switch) => switch.check(operation),
-            None => Ok(()),
-        }
-    }
-}
-
-impl StorageBackend for FaultyBackend {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.inner.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.check(Operation::Sync)?;
-        self.inner.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.check(Operation::Write)?;
-        self.inner.write(offset, data)
-    }
-
-    fn close(&self) -> io::Result<()> {
-        self.inner.close()
-    }
-
-    // Locking is forwarded so another process (or handle) opening the same
-    // file is refused exactly as with a plain FileBackend.
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.inner.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_range(start, end)
-    }
-
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.unlock_range(start, end)
-    }
-
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.query_lock_range(start, end)
-    }
 }

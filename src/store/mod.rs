@@ -52,6 +52,7 @@
 
 pub mod admin;
 mod bundles;
+mod database_file;
 pub mod fault;
 pub mod idempotency_index;
 mod inbox;
@@ -77,7 +78,7 @@ use crate::protocol::{ErrorCode, JecpError};
 use crate::records::{AgentRecord, IdempotencyRecord, NonceRecord};
 use inbox::{Inbox, PushError};
 
-pub use fault::{FaultKind, FaultSwitch, FaultyBackend};
+pub use fault::{FaultKind, FaultSwitch};
 pub use idempotency_index::{IdempotencyIndex, Location};
 pub use journal::{JOURNAL_FILES, journal_exists};
 pub use tables::DATABASE_FILE;
@@ -490,7 +491,7 @@ fn open_or_create(path: &Path) -> std::io::Result<std::fs::File> {
 fn open_database(path: &Path, fault: Option<FaultSwitch>) -> Result<redb::Database, StoreError> {
     let file = open_or_create(path)
         .map_err(|error| StoreError::Io(format!("opening {}: {error}", path.display())))?;
-    let backend = FaultyBackend::new(file, fault)
+    let backend = database_file::DatabaseFile::new(file, fault)
         .map_err(|e| tables::redb_error(&path.display().to_string(), e))?;
     redb::Database::builder()
         .set_cache_size(REDB_CACHE_BYTES)

@@ -192,56 +192,100 @@ pub fn find<T>(
     found.map(|(_, bytes)| read(bytes)).transpose()
 }
 
-/// Deletes every entry of `log` that `live` rejects: a bundle with no live
-/// entry goes, one with some is rewritten with those only (under its first
-/// live key, keeping bundle keys equal to their first entry). A bundle that
-/// does not parse is kept whole: deleting is never the way to handle
-/// corruption (loading reports it); `live` should keep what it cannot read
-/// for the same reason.
-pub fn retain(
+/// Deletes the dead entries at the front of `log`, oldest first: bundles
+/// whose entries `live` all rejects go, and the sweep stops at the first
+/// bundle that keeps a live entry, rewriting it with its live entries only
+/// (under its first live key, keeping bundle keys equal to their first
+/// entry).
+///
+/// Made for logs whose entries die in the order they were written (stored
+/// answers: one TTL from the time of the call), where this finds every dead
+/// entry without reading the live ones. A sweep used to read the whole log,
+/// every stored answer of the last day, once a minute: seconds of a core, and
+/// all of the file read through the page cache, at millions of answers
+/// (BENCHMARKS.md, session 15). Where the order does not hold (a TTL lowered
+/// across a restart, a clock stepped back), a dead entry behind a live one
+/// waits until that one dies too; readers check expiry themselves, so only
+/// disk space waits with it.
+///
+/// A bundle that does not parse is kept whole and stepped over: deleting is
+/// never the way to handle corruption (loading reports it); `live` should
+/// keep what it cannot read for the same reason.
+pub fn drop_dead_front(
     log: BundleTable,
     table: &mut Table<u128, &[u8]>,
     live: impl Fn(u128, &[u8]) -> bool,
 ) -> Result<(), StoreError> {
     let context = format!("sweeping `{}`", log.name());
-    // Entries of one bundle were written seconds apart and expire together,
-    // so few bundles are partly dead; only their keys are held between the
-    // two passes.
-    let mut partly_dead: Vec<u128> = Vec::new();
-    table
-        .retain(|bundle_key, value| {
-            let Ok(entries) = entries(log, bundle_key, value) else {
-                return true;
-            };
-            let live_count = entries
-                .iter()
-                .filter(|&&(key, bytes)| live(key, bytes))
-                .count();
-            if live_count > 0 && live_count < entries.len() {
-                partly_dead.push(bundle_key);
+    let mut from = 0u128;
+    loop {
+        // (bundle key, live entries, entries), `None` for entries when the
+        // bundle does not parse.
+        let oldest = {
+            let mut rows = table.range(from..).map_err(|e| redb_error(&context, e))?;
+            match rows.next() {
+                None => None,
+                Some(row) => {
+                    let (bundle_key, value) = row.map_err(|e| redb_error(&context, e))?;
+                    let bundle_key = bundle_key.value();
+                    let counts = entries(log, bundle_key, value.value()).ok().map(|entries| {
+                        let live_count = entries
+                            .iter()
+                            .filter(|&&(key, bytes)| live(key, bytes))
+                            .count();
+                        (live_count, entries.len())
+                    });
+                    Some((bundle_key, counts))
+                }
             }
-            live_count > 0
-        })
-        .map_err(|e| redb_error(&context, e))?;
-    for bundle_key in partly_dead {
-        let Some(old) = table
-            .remove(bundle_key)
-            .map_err(|e| redb_error(&context, e))?
-        else {
-            continue;
         };
-        // Smaller than the bundle it replaces, so it stays one bundle.
-        let mut kept = BundleWriter::new(log);
-        kept.bytes.reserve(old.value().len());
-        for (key, bytes) in entries(log, bundle_key, old.value())? {
-            if live(key, bytes) {
-                kept.append(key, bytes)?;
+        let Some((bundle_key, counts)) = oldest else {
+            return Ok(());
+        };
+        match counts {
+            Some((live_count, count)) if live_count == count => return Ok(()),
+            Some((0, _)) => {
+                table
+                    .remove(bundle_key)
+                    .map_err(|e| redb_error(&context, e))?;
             }
+            Some(_) => {
+                rewrite_live(log, table, bundle_key, &live, &context)?;
+                return Ok(());
+            }
+            None => {}
         }
-        drop(old);
-        kept.flush(table)?;
+        let Some(next) = bundle_key.checked_add(1) else {
+            return Ok(());
+        };
+        from = next;
     }
-    Ok(())
+}
+
+/// Replaces the bundle under `bundle_key` with its entries `live` accepts.
+fn rewrite_live(
+    log: BundleTable,
+    table: &mut Table<u128, &[u8]>,
+    bundle_key: u128,
+    live: &impl Fn(u128, &[u8]) -> bool,
+    context: &str,
+) -> Result<(), StoreError> {
+    let Some(old) = table
+        .remove(bundle_key)
+        .map_err(|e| redb_error(context, e))?
+    else {
+        return Ok(());
+    };
+    // Smaller than the bundle it replaces, so it stays one bundle.
+    let mut kept = BundleWriter::new(log);
+    kept.bytes.reserve(old.value().len());
+    for (key, bytes) in entries(log, bundle_key, old.value())? {
+        if live(key, bytes) {
+            kept.append(key, bytes)?;
+        }
+    }
+    drop(old);
+    kept.flush(table)
 }
 
 #[cfg(test)]
@@ -315,9 +359,9 @@ mod tests {
         {
             let mut table = txn.open_table(LOG).unwrap();
             let bundles = table.len().unwrap();
-            retain(LOG, &mut table, live_at(50)).unwrap();
+            drop_dead_front(LOG, &mut table, live_at(50)).unwrap();
             assert_eq!(table.len().unwrap(), bundles);
-            retain(LOG, &mut table, live_at(150)).unwrap();
+            drop_dead_front(LOG, &mut table, live_at(150)).unwrap();
             assert!(table.len().unwrap() < bundles);
             let left: Vec<(u128, Vec<u8>)> = table
                 .iter()
@@ -332,8 +376,41 @@ mod tests {
                 })
                 .collect();
             assert_eq!(left, written[200..], "exactly the live entries remain");
-            retain(LOG, &mut table, live_at(250)).unwrap();
+            drop_dead_front(LOG, &mut table, live_at(250)).unwrap();
             assert!(table.is_empty().unwrap());
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn the_sweep_stops_at_the_first_live_bundle_and_steps_over_unreadable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        // Entries of a whole bundle each, first byte = when they die:
+        // an unreadable row, two dead, one live, then a dead one out of order.
+        let dies_at = [100u8, 100, 200, 100];
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(LOG).unwrap();
+            table.insert(1, &b"not a bundle"[..]).unwrap();
+            let mut writer = BundleWriter::new(LOG);
+            for (index, &dies) in dies_at.iter().enumerate() {
+                let mut bytes = vec![0u8; BUNDLE_BYTES_MAX];
+                bytes[0] = dies;
+                writer.push(&mut table, 10 + index as u128, &bytes).unwrap();
+            }
+            writer.flush(&mut table).unwrap();
+            assert_eq!(table.len().unwrap(), 5);
+
+            drop_dead_front(LOG, &mut table, |_, bytes| bytes[0] > 150).unwrap();
+            let keys: Vec<u128> = table
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value())
+                .collect();
+            // The unreadable row is kept, the dead front goes, and the dead
+            // entry behind the live one waits for it.
+            assert_eq!(keys, vec![1, 12, 13]);
         }
         txn.commit().unwrap();
     }

@@ -14,6 +14,7 @@
 //! record compare its own key, so a collision (about 2^-128 for a pair) can
 //! only hide a stored answer, never serve another key's.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::key_hash::{KeyHash, KeyHashMap, KeyHasher};
@@ -32,6 +33,13 @@ pub struct Location {
 pub struct IdempotencyIndex {
     shards: Vec<Mutex<KeyHashMap<Location>>>,
     hasher: KeyHasher,
+    /// No entry expires before this (`i64::MAX` when there is none): a sweep
+    /// before it has nothing to drop and skips the walk over every entry,
+    /// which at millions of keys held the writer, and every commit behind it,
+    /// for a quarter of a second each minute (BENCHMARKS.md, session 15).
+    /// Lowered by each insert, raised only by the sweep's full walk; both run
+    /// on the store writer, so the bound cannot be raised past an entry.
+    expiry_floor_s: AtomicI64,
 }
 
 impl Default for IdempotencyIndex {
@@ -39,6 +47,7 @@ impl Default for IdempotencyIndex {
         IdempotencyIndex {
             shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
             hasher: KeyHasher::new(),
+            expiry_floor_s: AtomicI64::new(i64::MAX),
         }
     }
 }
@@ -73,17 +82,30 @@ impl IdempotencyIndex {
 
     /// Records where the answer under `key` is (a newer one replaces it).
     pub fn insert(&self, key: KeyHash, location: Location) {
+        self.expiry_floor_s
+            .fetch_min(location.expires_at_s, Ordering::Relaxed);
         self.shard(key).insert(key, location);
     }
 
     /// Drops the entries expired at `now_s`.
     pub fn retain_live(&self, now_s: i64) {
+        if now_s < self.expiry_floor_s.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut floor_s = i64::MAX;
         for shard in &self.shards {
             shard
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .retain(|_, location| location.expires_at_s > now_s);
+                .retain(|_, location| {
+                    let live = location.expires_at_s > now_s;
+                    if live {
+                        floor_s = floor_s.min(location.expires_at_s);
+                    }
+                    live
+                });
         }
+        self.expiry_floor_s.store(floor_s, Ordering::Relaxed);
     }
 
     /// Forgets every entry (before the writer refills the index from the file).
@@ -91,6 +113,7 @@ impl IdempotencyIndex {
         for shard in &self.shards {
             shard.lock().unwrap_or_else(PoisonError::into_inner).clear();
         }
+        self.expiry_floor_s.store(i64::MAX, Ordering::Relaxed);
     }
 
     /// Entries held (live or not yet swept).
@@ -131,6 +154,32 @@ mod tests {
         assert_eq!(get("agent-a", "req-1"), Some(at(1, 100)));
         assert_eq!(index.len(), 1);
         index.clear();
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_skips_only_while_nothing_can_have_expired() {
+        let index = IdempotencyIndex::new();
+        let at = |log_key, expires_at_s| Location {
+            log_key,
+            expires_at_s,
+        };
+        let key = |request: &str| index.key_of("agent", request);
+        index.insert(key("a"), at(1, 100));
+        index.insert(key("b"), at(2, 200));
+        index.retain_live(99);
+        assert_eq!(index.len(), 2);
+        index.retain_live(100);
+        assert_eq!(index.len(), 1);
+        // The sweep raised its floor to 200; an insert that dies sooner
+        // lowers it again, so the next sweep still finds it.
+        index.insert(key("c"), at(3, 150));
+        index.retain_live(150);
+        assert_eq!(index.get(key("c")), None);
+        assert_eq!(index.get(key("b")), Some(at(2, 200)));
+        index.clear();
+        index.insert(key("d"), at(4, 10));
+        index.retain_live(10);
         assert!(index.is_empty());
     }
 }

@@ -381,10 +381,12 @@ pub fn read_idempotency(
     })
 }
 
-/// Deletes the idempotency records expired at `now_s`. Unreadable records
-/// are kept: deleting is never the way to handle them.
+/// Deletes the idempotency records expired at `now_s`, oldest first, up to
+/// the first live one (records expire in the order they were written; see
+/// [`bundles::drop_dead_front`]). Unreadable records are kept: deleting is
+/// never the way to handle them.
 pub fn sweep_idempotency(table: &mut Table<u128, &[u8]>, now_s: i64) -> Result<(), StoreError> {
-    bundles::retain(IDEMPOTENCY, table, |key, record| {
+    bundles::drop_dead_front(IDEMPOTENCY, table, |key, record| {
         decode::<IdempotencyRecord>(IDEMPOTENCY.name(), &format_args!("{key:032x}"), record)
             .map_or(true, |record| record.expires_at_s > now_s)
     })

@@ -1,13 +1,18 @@
-//! The accept loop: hyper 1.x connections (HTTP/1.1 keep-alive and HTTP/2 via hyper-util's
-//! auto builder), every limit the edge enforces, and graceful shutdown.
+//! The accept loop: hyper 1.x connections (HTTP/1.1 keep-alive, and HTTP/2 with prior
+//! knowledge), every limit the edge enforces, and graceful shutdown.
+//!
+//! The protocol is told from the connection's first bytes (the HTTP/2 preface or not) before
+//! hyper sees it, and the connection goes straight to hyper's HTTP/1 or HTTP/2 server. That
+//! is what hyper-util's `auto` builder does too, but it does it after reading those bytes
+//! itself, so every later read of an HTTP/1 connection would pass through its rewind buffer
+//! and its two-protocol state machine: measurable per request on the hot path (session 16).
 //!
 //! Limits, and why each exists:
 //! - a [`TokioTimer`] is installed, without which hyper's header-read timeout silently does
 //!   nothing; a client that stalls inside its request head (or idles between keep-alive
 //!   requests) is disconnected after `header_read_timeout_ms`;
-//! - before hyper sees a connection, its first bytes must arrive within the same timeout:
-//!   hyper-util's protocol sniffing has no timer, so a silent client would otherwise hold a
-//!   connection slot forever;
+//! - before hyper sees a connection, its first bytes must arrive within the same timeout
+//!   (they tell the protocol), so a silent client cannot hold a connection slot forever;
 //! - the body is read in full before the service runs, through `Limited` (413) and under
 //!   `body_read_timeout_ms` (408, then the connection is closed);
 //! - an HTTP/1 request head (request line + headers) larger than [`REQUEST_HEAD_BYTES_MAX`]
@@ -26,8 +31,8 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -37,7 +42,8 @@ use crate::config::Config;
 use crate::http::request::{self, BodyError, Request, Service};
 use crate::http::response::Response;
 
-/// Largest HTTP/1 request head hyper buffers (its read buffer cap); beyond it: 431.
+/// Largest HTTP/1 request head (request line and headers) hyper accepts, and its read buffer
+/// cap; beyond it: 431.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 64 * 1024;
 /// The HTTP/2 connection preface; a client that starts with it speaks h2 (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -91,7 +97,7 @@ pub async fn serve<S: Service>(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let builder = connection_builder(&limits);
+    let builders = connection_builders(&limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -125,7 +131,7 @@ pub async fn serve<S: Service>(
         // Reap finished connection tasks so the set stays as small as the live connections.
         while connections.try_join_next().is_some() {}
         let connection = serve_connection(
-            builder.clone(),
+            builders.clone(),
             stream,
             remote,
             service.clone(),
@@ -162,26 +168,43 @@ pub async fn serve<S: Service>(
     Ok(())
 }
 
-fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+/// One server configuration per protocol; a connection uses the one its first bytes name.
+#[derive(Clone)]
+struct ConnectionBuilders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn connection_builders(limits: &ServerLimits) -> ConnectionBuilders {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        // The head cap is enforced as the head is parsed: the read buffer cap alone is only
+        // checked when a read leaves the buffer full, so a head that arrives in one large read
+        // would get through.
+        .max_header_size(REQUEST_HEAD_BYTES_MAX)
         .max_buf_size(REQUEST_HEAD_BYTES_MAX)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(REQUEST_HEAD_BYTES_MAX as u32)
         .keep_alive_interval(Duration::from_secs(H2_KEEP_ALIVE_INTERVAL_S))
         .keep_alive_timeout(Duration::from_secs(H2_KEEP_ALIVE_TIMEOUT_S));
-    builder
+    ConnectionBuilders { http1, http2 }
+}
+
+/// What a connection's first bytes say it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
 }
 
 async fn serve_connection<S: Service>(
-    builder: auto::Builder<TokioExecutor>,
+    builders: ConnectionBuilders,
     stream: TcpStream,
     remote: SocketAddr,
     service: Arc<S>,
@@ -191,45 +214,58 @@ async fn serve_connection<S: Service>(
 ) {
     // Responses are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
-    let first_bytes = tokio::select! {
-        arrived = await_protocol_sniff(&stream, Duration::from_millis(limits.header_read_timeout_ms)) => arrived,
-        _ = stopping.wait_for(|stopping| *stopping) => false,
+    let protocol = tokio::select! {
+        sniffed = sniff_protocol(&stream, Duration::from_millis(limits.header_read_timeout_ms)) => sniffed,
+        _ = stopping.wait_for(|stopping| *stopping) => None,
     };
-    if !first_bytes {
+    let Some(protocol) = protocol else {
         return;
-    }
+    };
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let service = service.clone();
         async move {
             Ok::<Response, Infallible>(handle(service.as_ref(), request, remote, limits).await)
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), hyper_service);
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
+    let io = TokioIo::new(stream);
+    let served = match protocol {
+        Protocol::Http1 => {
+            let connection = builders.http1.serve_connection(io, hyper_service);
+            watcher.watch(connection).await
+        }
+        Protocol::Http2 => {
+            let connection = builders.http2.serve_connection(io, hyper_service);
+            watcher.watch(connection).await
+        }
+    };
+    if let Err(error) = served {
         // Client resets, header timeouts and protocol errors end up here; they are routine.
         tracing::debug!(%remote, error = %error, "connection ended with an error");
     }
 }
 
-/// Waits until the connection has sent enough bytes for hyper-util to pick HTTP/1 or HTTP/2
-/// without blocking: any byte that diverges from the h2 preface, or the full preface. Returns
-/// `false` on EOF, error or timeout.
-async fn await_protocol_sniff(stream: &TcpStream, timeout: Duration) -> bool {
+/// Waits (without consuming anything) until the connection has sent enough bytes to tell
+/// HTTP/1 from HTTP/2: any byte that diverges from the h2 preface, or the full preface.
+/// Returns `None` on EOF, error or timeout.
+async fn sniff_protocol(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
     let sniff = async {
         let mut buffer = [0u8; H2_PREFACE.len()];
         loop {
             let seen = match stream.peek(&mut buffer).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return None,
                 Ok(seen) => seen,
             };
-            if seen >= H2_PREFACE.len() || buffer[..seen] != H2_PREFACE[..seen] {
-                return true;
+            if buffer[..seen] != H2_PREFACE[..seen] {
+                return Some(Protocol::Http1);
+            }
+            if seen >= H2_PREFACE.len() {
+                return Some(Protocol::Http2);
             }
             // A partial h2 preface: peek returns at once while data is pending, so poll.
             tokio::time::sleep(Duration::from_millis(PREFACE_POLL_MS)).await;
         }
     };
-    tokio::time::timeout(timeout, sniff).await.unwrap_or(false)
+    tokio::time::timeout(timeout, sniff).await.ok().flatten()
 }
 
 /// Reads the body within limits, then calls the service; body failures are answered here.

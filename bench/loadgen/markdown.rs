@@ -155,9 +155,13 @@ fn median_results(run: &RunReport) -> Vec<&ScenarioResult> {
         .collect()
 }
 
-/// Billed invoke over health throughput, per round that measured both.
-fn round_ratios(run: &RunReport) -> Vec<f64> {
-    (0..rounds(run))
+/// Billed invoke over health throughput, per round that measured both with
+/// every answer as the scenario intended, and how many rounds were left out
+/// for unintended answers: a round whose wallets ran dry answered fast 402s,
+/// not billed calls, and would flatter the ratio.
+fn round_ratios(run: &RunReport) -> (Vec<f64>, usize) {
+    let mut left_out = 0;
+    let ratios = (0..rounds(run))
         .filter_map(|round| {
             let in_round = |scenario| {
                 run.scenarios
@@ -168,9 +172,14 @@ fn round_ratios(run: &RunReport) -> Vec<f64> {
                 in_round(ScenarioName::Health)?,
                 in_round(ScenarioName::InvokeEcho)?,
             );
+            if health.unexpected > 0 || echo.unexpected > 0 {
+                left_out += 1;
+                return None;
+            }
             (health.throughput_per_s > 0.0).then(|| echo.throughput_per_s / health.throughput_per_s)
         })
-        .collect()
+        .collect();
+    (ratios, left_out)
 }
 
 fn estimate<'a>(criterion: &'a [CriterionEstimate], id: &str) -> Option<&'a CriterionEstimate> {
@@ -337,7 +346,7 @@ pub fn target_rows(
         } else {
             "Same ratio in `batched` mode (for comparison)".to_owned()
         };
-        let mut ratios = runs
+        let (mut ratios, left_out) = runs
             .iter()
             .find(|run| mode_of(run) == mode)
             .map(round_ratios)
@@ -364,6 +373,11 @@ pub fn target_rows(
                     )
                 } else {
                     String::new()
+                };
+                let spread = if left_out > 0 {
+                    format!("{spread}{left_out} more left out for unintended answers; ")
+                } else {
+                    spread
                 };
                 // One decimal: a median of 49.8% must not read as "50%" beside "not met".
                 let measured = format!(
@@ -782,6 +796,31 @@ mod tests {
             .map(|result| result.throughput_per_s)
             .collect();
         assert_eq!(picked, [10_000.0, 4_400.0]);
+    }
+
+    #[test]
+    fn rounds_with_unintended_answers_are_left_out_of_the_ratio() {
+        let mut run = run("immediate", 10_000.0, 6_000.0);
+        // Wallets ran dry in round 1: fast 402s would read as a 90% ratio.
+        for (scenario, throughput, unexpected) in [
+            (ScenarioName::Health, 10_000.0, 0),
+            (ScenarioName::InvokeEcho, 9_000.0, 40_000),
+        ] {
+            run.scenarios.push(ScenarioResult {
+                round: 1,
+                unexpected,
+                ..result(scenario, throughput)
+            });
+        }
+        assert_eq!(round_ratios(&run), (vec![0.6], 1));
+        let rows = target_rows(std::slice::from_ref(&run), &[], None);
+        assert!(
+            rows[0]
+                .measured
+                .starts_with("60.0% (1 more left out for unintended answers; "),
+            "{:?}",
+            rows[0]
+        );
     }
 
     #[test]

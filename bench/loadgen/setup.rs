@@ -15,8 +15,11 @@ use crate::scenario::{Agent, echo_body};
 /// Setup requests in flight at once (setup is not measured; this only keeps
 /// it quick without flooding the writer queue).
 const SETUP_PARALLELISM: usize = 16;
-/// Each agent's funding: 100,000 echo calls at $0.001.
-pub const FUNDING_USDC: &str = "100";
+/// Each agent's funding: 1,000,000 echo calls at $0.001. With the default 64
+/// agents that is 64M billed calls; `BENCH_ROUNDS=20 bench/run.sh` makes ~7M
+/// per durability mode (echo and mixed), which drained the 100,000 per agent
+/// this used to be and turned the last rounds' calls into 402s.
+pub const FUNDING_USDC: &str = "1000";
 /// Per-agent limit set through the operator API (the Hub's maximum), so the
 /// tier limits (10-500 rpm) do not cap a benchmark.
 pub const RATE_LIMIT_RPM: u32 = 1_000_000;

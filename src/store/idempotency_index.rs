@@ -133,13 +133,16 @@ impl IdempotencyIndex {
 mod tests {
     use super::*;
 
+    fn at(log_key: u128, expires_at_s: i64) -> Location {
+        Location {
+            log_key,
+            expires_at_s,
+        }
+    }
+
     #[test]
     fn the_index_finds_exact_keys_and_forgets_expired_ones() {
         let index = IdempotencyIndex::new();
-        let at = |log_key, expires_at_s| Location {
-            log_key,
-            expires_at_s,
-        };
         let get = |agent: &str, request: &str| index.get(index.key_of(agent, request));
         index.insert(index.key_of("agent-a", "req-1"), at(1, 100));
         index.insert(index.key_of("agent-a", "req-2"), at(2, 50));
@@ -160,10 +163,6 @@ mod tests {
     #[test]
     fn a_sweep_skips_only_while_nothing_can_have_expired() {
         let index = IdempotencyIndex::new();
-        let at = |log_key, expires_at_s| Location {
-            log_key,
-            expires_at_s,
-        };
         let key = |request: &str| index.key_of("agent", request);
         index.insert(key("a"), at(1, 100));
         index.insert(key("b"), at(2, 200));

@@ -58,6 +58,7 @@ pub mod idempotency_index;
 mod inbox;
 mod journal;
 pub mod records;
+mod scheduling;
 mod tables;
 mod wallet_runs;
 mod writer;
@@ -651,7 +652,10 @@ impl Store {
             .name("jecp-store-writer".into())
             .spawn({
                 let inbox = Arc::clone(&inbox);
-                move || writer.run(&inbox)
+                move || {
+                    scheduling::run_as_batch_thread();
+                    writer.run(&inbox);
+                }
             })
             .map_err(|error| StoreError::Io(format!("spawning the writer thread: {error}")))?;
         let store = Store {

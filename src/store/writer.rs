@@ -259,7 +259,10 @@ impl Writer {
         let (done, checkpoint_done) = mpsc::sync_channel(1);
         let checkpoint_thread = std::thread::Builder::new()
             .name("jecp-store-checkpoint".into())
-            .spawn(move || run_checkpoints(jobs, done))
+            .spawn(move || {
+                super::scheduling::run_as_batch_thread();
+                run_checkpoints(jobs, done);
+            })
             .map_err(|error| StoreError::Io(format!("spawning the checkpoint thread: {error}")))?;
         Ok(Writer {
             db: Some(Arc::new(db)),

@@ -1,0 +1,93 @@
+//! How the kernel schedules the store's own threads (the writer and the
+//! checkpoint thread): `SCHED_BATCH` on Linux, so that waking one of them
+//! never preempts a request worker.
+//!
+//! # Why
+//!
+//! Under load a request worker queues a charge and wakes the writer. Under
+//! the default policy the woken writer preempts that worker at once on the
+//! same core (and an `fdatasync`'s completion does the same to whatever runs
+//! where its interrupt lands): the writer commits the one command it finds,
+//! while the worker that would have queued the next ones waits, runnable,
+//! often with the other core idle (BENCHMARKS.md, "Why the other core
+//! idles"). Neither thread is latency-critical by a few microseconds: the
+//! writer's callers wait for an `fdatasync` anyway, and the checkpoint is
+//! background work. Under `SCHED_BATCH` (same nice value, same share of CPU
+//! time) a woken store thread runs on an idle core or when the running
+//! thread's slice ends or it sleeps, and its batch holds what was queued
+//! meanwhile. With one connection nothing else is runnable, so a commit
+//! starts as soon as before; BENCHMARKS.md has the measurements.
+//!
+//! Elsewhere (and if the kernel refuses) the threads keep the default
+//! policy; that changes timing, not correctness.
+
+/// Puts the calling thread under `SCHED_BATCH` at nice 0, logging (not
+/// failing) when the kernel refuses.
+pub(super) fn run_as_batch_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        // A normal policy's priority is its nice value; the default is 0,
+        // which leaves the thread's share of CPU time as it was.
+        let nice_unchanged = ThreadPriority::Os(ThreadPriorityOsValue::default());
+        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        if let Err(error) =
+            set_thread_priority_and_policy(thread_native_id(), nice_unchanged, batch)
+        {
+            tracing::warn!(
+                ?error,
+                "cannot run a store thread under SCHED_BATCH; keeping the default policy"
+            );
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The policy and nice value of the calling thread, from
+    /// `/proc/thread-self/sched` and `/proc/thread-self/stat`.
+    fn policy_and_nice() -> (u32, i32) {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").expect("sched");
+        let policy = sched
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                (name.trim() == "policy").then(|| value.trim().parse().expect("policy number"))
+            })
+            .expect("a policy line");
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        // Fields after the command name (in parentheses): nice is field 19,
+        // the 17th after it.
+        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+        let nice = after_name
+            .split(' ')
+            .nth(16)
+            .expect("nice field")
+            .parse()
+            .expect("nice number");
+        (policy, nice)
+    }
+
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+
+    #[test]
+    fn a_store_thread_runs_under_sched_batch_at_the_same_nice_value() {
+        std::thread::spawn(|| {
+            let (policy, nice) = policy_and_nice();
+            assert_eq!(
+                policy, SCHED_OTHER,
+                "a new thread starts under the default policy"
+            );
+            run_as_batch_thread();
+            assert_eq!(policy_and_nice(), (SCHED_BATCH, nice));
+        })
+        .join()
+        .expect("thread");
+    }
+}

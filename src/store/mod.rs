@@ -23,7 +23,8 @@
 //! file meanwhile, so commits never wait for redb), and on the writer after
 //! half a second of quiet, before a read that needs redb (wallet history, a
 //! stored idempotent answer), and at shutdown. See `src/store/journal.rs` for
-//! the format and why.
+//! the format and why. Both threads run under `SCHED_BATCH` on Linux, so
+//! waking them never preempts a request worker (`scheduling`).
 //!
 //! `Hold` and `Void` are memory-only (holds do not survive a restart, which
 //! equals a void) and are answered right after apply. If a batch's journal

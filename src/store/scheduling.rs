@@ -18,11 +18,13 @@
 //! meanwhile. With one connection nothing else is runnable, so a commit
 //! starts as soon as before; BENCHMARKS.md has the measurements.
 //!
-//! Elsewhere (and if the kernel refuses) the threads keep the default
+//! Elsewhere, under a nice value other than 0 (an operator who started the
+//! Hub with `nice` chose its priority, and the library sets nice 0 along
+//! with the policy), and if the kernel refuses, the threads keep the default
 //! policy; that changes timing, not correctness.
 
-/// Puts the calling thread under `SCHED_BATCH` at nice 0, logging (not
-/// failing) when the kernel refuses.
+/// Puts the calling thread under `SCHED_BATCH` if it runs at nice 0,
+/// logging (not failing) when the kernel refuses.
 pub(super) fn run_as_batch_thread() {
     #[cfg(target_os = "linux")]
     {
@@ -30,8 +32,24 @@ pub(super) fn run_as_batch_thread() {
             NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
             ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
         };
+        // On Linux the `PRIO_PROCESS` priority of "self" is the calling
+        // thread's nice value.
+        match rustix::process::getpriority_process(None) {
+            Ok(0) => {}
+            Ok(nice) => {
+                tracing::debug!(
+                    nice,
+                    "a store thread keeps the default policy under its nice value"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a store thread's nice value; keeping the default policy");
+                return;
+            }
+        }
         // A normal policy's priority is its nice value; the default is 0,
-        // which leaves the thread's share of CPU time as it was.
+        // the thread's own, so its share of CPU time stays as it was.
         let nice_unchanged = ThreadPriority::Os(ThreadPriorityOsValue::default());
         let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
         if let Err(error) =
@@ -76,16 +94,33 @@ mod tests {
     const SCHED_OTHER: u32 = 0;
     const SCHED_BATCH: u32 = 3;
 
+    /// At nice 0 (how the Hub normally runs) a store thread changes policy
+    /// and keeps its nice value; a thread someone reniced keeps both. (Run
+    /// under `nice` itself, the first thread takes the second path.)
     #[test]
-    fn a_store_thread_runs_under_sched_batch_at_the_same_nice_value() {
-        std::thread::spawn(|| {
+    fn a_store_thread_runs_under_sched_batch_unless_reniced() {
+        let at_start = std::thread::spawn(|| {
             let (policy, nice) = policy_and_nice();
             assert_eq!(
                 policy, SCHED_OTHER,
                 "a new thread starts under the default policy"
             );
             run_as_batch_thread();
-            assert_eq!(policy_and_nice(), (SCHED_BATCH, nice));
+            (nice, policy_and_nice())
+        })
+        .join()
+        .expect("thread");
+        match at_start {
+            (0, after) => assert_eq!(after, (SCHED_BATCH, 0)),
+            (nice, after) => assert_eq!(after, (SCHED_OTHER, nice)),
+        }
+        std::thread::spawn(|| {
+            let (_, nice) = policy_and_nice();
+            let lower = (nice + 5).min(19);
+            // Lowering one's own priority needs no privilege.
+            rustix::process::setpriority_process(None, lower).expect("renice the test thread");
+            run_as_batch_thread();
+            assert_eq!(policy_and_nice(), (SCHED_OTHER, lower));
         })
         .join()
         .expect("thread");

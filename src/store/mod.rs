@@ -649,16 +649,11 @@ impl Store {
             options.checkpoint_bytes.max(1),
             state.commit_seq,
         )?;
-        let thread = std::thread::Builder::new()
-            .name("jecp-store-writer".into())
-            .spawn({
-                let inbox = Arc::clone(&inbox);
-                move || {
-                    scheduling::run_as_batch_thread();
-                    writer.run(&inbox);
-                }
-            })
-            .map_err(|error| StoreError::Io(format!("spawning the writer thread: {error}")))?;
+        let thread = scheduling::spawn_store_thread("jecp-store-writer", {
+            let inbox = Arc::clone(&inbox);
+            move || writer.run(&inbox)
+        })
+        .map_err(|error| StoreError::Io(format!("spawning the writer thread: {error}")))?;
         let store = Store {
             inner: Arc::new(Inner {
                 inbox,

@@ -23,9 +23,23 @@
 //! with the policy), and if the kernel refuses, the threads keep the default
 //! policy; that changes timing, not correctness.
 
+/// Spawns one of the store's own threads, named `name`, running `body`
+/// under the policy this module describes.
+pub(super) fn spawn_store_thread<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            run_as_batch_thread();
+            body()
+        })
+}
+
 /// Puts the calling thread under `SCHED_BATCH` if it runs at nice 0,
 /// logging (not failing) when the kernel refuses.
-pub(super) fn run_as_batch_thread() {
+fn run_as_batch_thread() {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{

@@ -257,10 +257,8 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let (checkpoint_jobs, jobs) = mpsc::sync_channel(1);
         let (done, checkpoint_done) = mpsc::sync_channel(1);
-        let checkpoint_thread = std::thread::Builder::new()
-            .name("jecp-store-checkpoint".into())
-            .spawn(move || {
-                super::scheduling::run_as_batch_thread();
+        let checkpoint_thread =
+            super::scheduling::spawn_store_thread("jecp-store-checkpoint", move || {
                 run_checkpoints(jobs, done);
             })
             .map_err(|error| StoreError::Io(format!("spawning the checkpoint thread: {error}")))?;
